@@ -1,0 +1,83 @@
+"""Which base model a network file was made for: SD1, SD2, SDXL or unknown.
+
+Shapes are the strongest evidence (the cross-attention width is 768 in SD1,
+1024 in SD2 and 2048 in SDXL; the text encoders are 768, 1024, 768+1280
+wide), then key styles that only SDXL files use, then the trainers'
+metadata.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..network import Network
+from .styles import split_prefix
+
+FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "unknown": "unknown"}
+
+_CROSS = re.compile(r"attn2[._]to_[kv]$")
+_TE_Q = re.compile(r"(self_attn[._]q_proj|attn[._]in_proj|mlp[._]fc1|mlp[._]c_fc)$")
+_CROSS_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
+def _in_width(adapter) -> int | None:
+    shape = adapter.natural_shape()
+    if shape is not None and len(shape) >= 2:
+        return shape[1]
+    return getattr(adapter, "in_features", None)
+
+
+def family_from_metadata(metadata: dict[str, str]) -> str | None:
+    arch = metadata.get("modelspec.architecture", "").lower()
+    if arch.startswith("stable-diffusion-xl"):
+        return "sdxl"
+    if arch.startswith("stable-diffusion-v2"):
+        return "sd2"
+    if arch.startswith("stable-diffusion-v1"):
+        return "sd1"
+    base = metadata.get("ss_base_model_version", "").lower()
+    if base.startswith("sdxl"):
+        return "sdxl"
+    if base.startswith(("sd_v2", "sd_2", "sd2")):
+        return "sd2"
+    if base.startswith(("sd_v1", "sd_1", "sd1")):
+        return "sd1"
+    if metadata.get("ss_v2") == "True":
+        return "sd2"
+    if metadata.get("ss_v2") == "False":
+        return "sd1"
+    return None
+
+
+def detect_family(network: Network) -> tuple[str, str]:
+    """``(family, reason)`` for a network file, ``family`` in sd1/sd2/sdxl/unknown."""
+    cross: dict[str, int] = {}
+    te_widths: set[int] = set()
+    sdxl_keys = 0
+    for key, adapter in network.modules.items():
+        style, body = split_prefix(key)
+        if style is not None and style.parts[0] == "te2":
+            sdxl_keys += 1
+        width = _in_width(adapter)
+        if width is None:
+            continue
+        if _CROSS.search(key):
+            fam = _CROSS_WIDTH.get(width)
+            if fam:
+                cross[fam] = cross.get(fam, 0) + 1
+        elif _TE_Q.search(key) and style is not None and style.parts[0] != "unet":
+            te_widths.add(width)
+    if cross:
+        fam = max(cross, key=cross.get)
+        width = {v: k for k, v in _CROSS_WIDTH.items()}[fam]
+        return fam, f"cross-attention layers take {width}-wide text embeddings"
+    if 1280 in te_widths or sdxl_keys:
+        return "sdxl", "it has keys for SDXL's second text encoder"
+    if 1024 in te_widths:
+        return "sd2", "its text-encoder layers are 1024 wide (OpenCLIP ViT-H)"
+    meta = family_from_metadata(network.metadata)
+    if meta:
+        return meta, "from the training metadata"
+    if 768 in te_widths:
+        return "sd1", "its text-encoder layers are 768 wide and no SDXL keys are present"
+    return "unknown", "no cross-attention or text-encoder layer and no metadata tell"
