@@ -76,6 +76,9 @@ class LoRA(Adapter):
         if rank is None or rank >= self.full_rank:
             return self
         rank = max(0, int(rank))
+        cache = self.__dict__.setdefault("_truncations", {})
+        if rank in cache:
+            return cache[rank]
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new._device_cache = {}
@@ -89,5 +92,7 @@ class LoRA(Adapter):
             new.mid = mid[:rank, :rank]
             entries["lora_mid.weight"] = (raw, new.mid)
         new._entries = entries
+        new._truncations = {}
         new.rank = rank
+        cache[rank] = new
         return new

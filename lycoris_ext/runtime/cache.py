@@ -1,0 +1,76 @@
+"""A bounded cache of loaded networks (count and bytes, least recently used first)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+from ..network import Network, load_network
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size)
+
+
+class NetworkCache:
+    """``get(path)`` returns the loaded :class:`Network`, reading the file only
+    when it is not cached or changed on disk since (modification time and
+    size). At most ``max_count`` networks and ``max_bytes`` of tensors stay;
+    the least recently used go first, but never the ones in ``pinned``
+    (networks the model is using right now).
+    """
+
+    def __init__(self, max_count: int = 16, max_bytes: int = 4 << 30, loader=load_network):
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._loader = loader
+        self._items: OrderedDict[str, tuple[tuple[int, int], Network]] = OrderedDict()
+        self._lock = threading.RLock()
+        self.loads = 0
+
+    def get(self, path: str | os.PathLike, pinned: set[str] | None = None) -> Network:
+        path = os.path.abspath(os.fspath(path))
+        with self._lock:
+            stamp = _stamp(path)
+            hit = self._items.get(path)
+            if hit is not None and hit[0] == stamp:
+                self._items.move_to_end(path)
+                return hit[1]
+            net = self._loader(path)
+            self.loads += 1
+            self._items[path] = (stamp, net)
+            self._items.move_to_end(path)
+            self._evict(pinned or set())
+            return net
+
+    def _evict(self, pinned: set[str]) -> None:
+        pinned = {os.path.abspath(p) for p in pinned}
+        while len(self._items) > 1 and (len(self._items) > self.max_count or self.nbytes > self.max_bytes):
+            victim = next((p for p in self._items if p not in pinned and p != next(reversed(self._items))), None)
+            if victim is None:
+                break
+            del self._items[victim]
+
+    def resize(self, max_count: int | None = None, max_bytes: int | None = None) -> None:
+        with self._lock:
+            if max_count is not None:
+                self.max_count = max_count
+            if max_bytes is not None:
+                self.max_bytes = max_bytes
+            self._evict(set())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n.nbytes for _, n in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, path) -> bool:
+        return os.path.abspath(os.fspath(path)) in self._items

@@ -1,0 +1,307 @@
+"""The runtime: make a live model compute with a wanted set of networks.
+
+One :class:`Runtime` per loaded model. ``set()`` takes the wanted set and does
+the least work to get there: it compares, per layer, the contributions the
+set asks for with those in effect, and rebuilds only the layers that differ.
+Merge mode writes weights (originals kept, only for touched tensors, and
+written back bit for bit when a layer is free again); bypass mode adds the
+change in forward hooks on the touched instances. Any exception while
+applying rolls every layer changed in that call back to its previous state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+
+from ..errors import NetworkApplyError
+from ..network import Network
+from ..resolve import Resolution, resolve
+from ..resolve.tree import ModelTree, Target
+from .bypass import BypassHook, hookable
+from .merge import Contribution, FactorCache, combine
+from .params import bias_view, nbytes, weight_view
+from .uses import Use
+
+log = logging.getLogger(__name__)
+
+MERGE, BYPASS, AUTO = "merge", "bypass", "auto"
+MODES = (MERGE, BYPASS, AUTO)
+_MERGED, _HOOKED = "merged", "hooked"
+
+
+@dataclass
+class NetworkReport:
+    """What happened to one network of the wanted set."""
+
+    name: str
+    verdict: str
+    summary: str
+    layers: int = 0
+    skipped: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ApplyReport:
+    mode: str
+    networks: list[NetworkReport]
+    rebuilt: int
+    seconds: float
+
+    @property
+    def skipped(self) -> list[NetworkReport]:
+        return [n for n in self.networks if n.skipped]
+
+
+def _signature(contribs: Iterable[Contribution]) -> tuple:
+    return tuple(c.signature for c in contribs)
+
+
+class Runtime:
+    """Apply networks to the model described by ``tree`` (its modules are live).
+
+    ``mode`` is ``"merge"`` (default), ``"bypass"`` or ``"auto"`` (bypass
+    while a step schedule is active, merge otherwise). ``originals_device``
+    keeps the original tensors elsewhere (e.g. ``"cpu"``); by default they
+    stay beside the weights, which makes every switch a device-local copy.
+    """
+
+    def __init__(self, tree: ModelTree, mode: str = MERGE, originals_device=None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.tree = tree
+        self.mode = mode
+        self.originals_device = originals_device
+        self._order = {t.id: i for i, t in enumerate(tree.targets)}
+        self._uses: tuple[Use, ...] = ()
+        self._resolutions: dict[int, tuple[Network, Resolution]] = {}
+        self._applied: dict[tuple, tuple[Contribution, ...]] = {}
+        self._state: dict[tuple, str] = {}
+        self._orig_w: dict[tuple, torch.Tensor] = {}
+        self._orig_b: dict[tuple, torch.Tensor] = {}
+        self._hooks: dict[tuple, BypassHook] = {}
+        self._factors = FactorCache()
+        self._step: int | None = None
+        self._total: int | None = None
+        self.last_report: ApplyReport | None = None
+
+    # ------------------------------------------------------------ queries
+    def resolution(self, network: Network) -> Resolution:
+        hit = self._resolutions.get(id(network))
+        if hit is None or hit[0] is not network:
+            hit = (network, resolve(network, self.tree))
+            self._resolutions[id(network)] = hit
+        return hit[1]
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes held as originals (exactly the touched tensors)."""
+        return sum(nbytes(t) for t in self._orig_w.values()) + sum(nbytes(t) for t in self._orig_b.values())
+
+    @property
+    def effective_mode(self) -> str:
+        if self.mode != AUTO:
+            return self.mode
+        return BYPASS if any(u.scheduled for u in self._uses) else MERGE
+
+    @property
+    def uses(self) -> tuple[Use, ...]:
+        return self._uses
+
+    def layers(self) -> dict[str, int]:
+        """Layers changed now, by state (merged, hooked)."""
+        out = {_MERGED: 0, _HOOKED: 0}
+        for s in self._state.values():
+            out[s] += 1
+        return out
+
+    # ------------------------------------------------------------- changes
+    def set(self, uses: Iterable[Use], step: int | None = None, total_steps: int | None = None, mode: str | None = None) -> ApplyReport:
+        """Make the model compute with exactly ``uses`` (at sampling ``step``)."""
+        if mode is not None:
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+            self.mode = mode
+        t0 = time.perf_counter()
+        uses = tuple(uses)
+        want, reports = self._wanted(uses, step, total_steps)
+        prev = (self._uses, self._step, self._total)
+        self._uses, self._step, self._total = uses, step, total_steps
+        try:
+            rebuilt = self._sync(want)
+        except BaseException:
+            self._uses, self._step, self._total = prev
+            raise
+        self._forget_unused()
+        self.last_report = ApplyReport(self.effective_mode, reports, rebuilt, time.perf_counter() - t0)
+        return self.last_report
+
+    def step(self, step: int, total_steps: int | None = None) -> ApplyReport | None:
+        """Advance to sampling ``step``; only scheduled networks' layers change."""
+        if not any(u.scheduled for u in self._uses):
+            self._step, self._total = step, total_steps
+            return None
+        if step == self._step and total_steps == self._total:
+            return None
+        return self.set(self._uses, step, total_steps)
+
+    def restore(self) -> ApplyReport:
+        """Back to the model's own weights (bit for bit), hooks removed."""
+        return self.set(())
+
+    def forget(self) -> None:
+        """Drop every state without touching the weights (the model was replaced)."""
+        for h in self._hooks.values():
+            h.remove()
+        self._hooks.clear()
+        self._applied.clear()
+        self._state.clear()
+        self._orig_w.clear()
+        self._orig_b.clear()
+        self._resolutions.clear()
+        self._factors = FactorCache()
+        self._uses = ()
+
+    close = restore
+
+    # ----------------------------------------------------------- internals
+    def _wanted(self, uses, step, total):
+        want: dict[tuple, list[Contribution]] = {}
+        reports = []
+        for use in uses:
+            res = self.resolution(use.network)
+            rep = NetworkReport(use.label, res.verdict, res.summary())
+            reports.append(rep)
+            if not res.applicable:
+                rep.skipped = f"{res.verdict}: {res.summary()}"
+                continue
+            if use.blocks is not None:
+                rep.warnings.extend(self._block_warnings(use, res))
+            for m in res.matches:
+                mult = use.part_multiplier(m.target.part, step, total) * use.block_weight(m.target.block)
+                if mult == 0:
+                    continue
+                adapter = m.adapter.truncated(use.dyn) if use.dyn is not None else m.adapter
+                want.setdefault(m.target.id, []).append(Contribution(use.label, m.key, adapter, mult))
+                rep.layers += 1
+        return want, reports
+
+    @staticmethod
+    def _block_warnings(use: Use, res: Resolution) -> list[str]:
+        off = sorted(b for b, n in res.matched_blocks().items() if n and use.block_weight(b) == 0)
+        if not off:
+            return []
+        unnamed = set(getattr(use.blocks, "unnamed", ()))
+        implicit = [b for b in off if b in unnamed]
+        msg = f"block weights switch off {', '.join(off)}, where the network changes layers"
+        if implicit:
+            msg += f" ({', '.join(implicit)} not named by the list, so 0 as in LBW)"
+        return [msg]
+
+    def _state_for(self, target: Target, contribs) -> str | None:
+        if not contribs:
+            return None
+        return _HOOKED if (self.effective_mode == BYPASS and hookable(target)) else _MERGED
+
+    def _sync(self, want: dict[tuple, list[Contribution]]) -> int:
+        todo = []
+        for tid in sorted(set(want) | set(self._applied), key=self._order.__getitem__):
+            target = self.tree.by_id[tid]
+            new = tuple(want.get(tid, ()))
+            new_state = self._state_for(target, new)
+            old = self._applied.get(tid, ())
+            old_state = self._state.get(tid)
+            if new_state == old_state and _signature(new) == _signature(old):
+                if new:
+                    self._applied[tid] = new  # same effect; keep the fresh objects
+                continue
+            todo.append((target, new, new_state, old, old_state))
+        done = []
+        for item in todo:
+            target, new, new_state, old, old_state = item
+            done.append(item)
+            try:
+                self._apply(target, new, new_state)
+            except BaseException as e:
+                self._rollback(done)
+                culprit = getattr(e, "contribution", None) or next(iter(new), None) or next(iter(old), None)
+                msg = f"{type(e).__name__}: {e}; the model was left as it was"
+                raise NetworkApplyError(culprit.network if culprit else None,
+                                        f"{culprit.key if culprit else ''} ({target.label})", msg) from e
+        return len(todo)
+
+    def _rollback(self, done) -> None:
+        for target, new, new_state, old, old_state in reversed(done):
+            try:
+                self._apply(target, old, old_state)
+            except BaseException:  # pragma: no cover - last resort keeps originals
+                log.exception("rollback of %s failed; restoring its original", target.label)
+                self._apply(target, (), None)
+
+    @torch.no_grad()
+    def _apply(self, target: Target, contribs: tuple[Contribution, ...], state: str | None) -> None:
+        tid = target.id
+        if self._state.get(tid) == _HOOKED and state != _HOOKED:
+            self._hooks.pop(tid).remove()
+        if state == _MERGED:
+            self._merge(target, contribs)
+        else:
+            self._restore(target)
+            if state == _HOOKED:
+                hook = self._hooks.get(tid)
+                if hook is None:
+                    hook = self._hooks[tid] = BypassHook(target)
+                hook.set(contribs, self._factors)
+        if state is None:
+            self._applied.pop(tid, None)
+            self._state.pop(tid, None)
+        else:
+            self._applied[tid] = contribs
+            self._state[tid] = state
+
+    def _keep(self, store: dict, tid, view: torch.Tensor) -> torch.Tensor:
+        orig = store.get(tid)
+        if orig is None:
+            orig = view.detach().clone() if self.originals_device is None else view.detach().to(self.originals_device, copy=True)
+            store[tid] = orig
+        return orig
+
+    def _merge(self, target: Target, contribs) -> None:
+        tid = target.id
+        view = weight_view(target)
+        orig_w = self._keep(self._orig_w, tid, view)
+        bview = bias_view(target)
+        orig_b = self._orig_b.get(tid)
+        bias_in = orig_b if orig_b is not None else (None if bview is None else bview.detach())
+        src = orig_w if orig_w.device == view.device else orig_w.to(view.device)
+        direct = view.dtype == torch.float32 and view.is_contiguous() and src.data_ptr() != view.data_ptr()
+        new_w, new_b = combine(src, bias_in, contribs, self._factors, out=view if direct else None)
+        if new_w is not None:
+            view.copy_(new_w)
+        if new_b is not None:
+            self._keep(self._orig_b, tid, bview)
+            bview.copy_(new_b)
+        elif orig_b is not None:
+            bview.copy_(orig_b)
+            del self._orig_b[tid]
+
+    def _restore(self, target: Target) -> None:
+        tid = target.id
+        w = self._orig_w.pop(tid, None)
+        if w is not None:
+            weight_view(target).copy_(w)
+        b = self._orig_b.pop(tid, None)
+        if b is not None:
+            bias_view(target).copy_(b)
+
+    def _forget_unused(self) -> None:
+        live = {id(c.adapter) for cs in self._applied.values() for c in cs}
+        self._factors.drop(live)
+        used = {id(u.network) for u in self._uses}
+        for k in [k for k in self._resolutions if k not in used]:
+            del self._resolutions[k]
