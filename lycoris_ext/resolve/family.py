@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..network import Network
+from ..keys import split_key
 from .styles import split_prefix
 
 FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "unknown": "unknown"}
@@ -49,16 +50,15 @@ def family_from_metadata(metadata: dict[str, str]) -> str | None:
     return None
 
 
-def detect_family(network: Network) -> tuple[str, str]:
-    """``(family, reason)`` for a network file, ``family`` in sd1/sd2/sdxl/unknown."""
+def _decide(widths, metadata: dict[str, str]) -> tuple[str, str]:
+    """The family from ``(module key, input width or None)`` pairs and metadata."""
     cross: dict[str, int] = {}
     te_widths: set[int] = set()
     sdxl_keys = 0
-    for key, adapter in network.modules.items():
-        style, body = split_prefix(key)
+    for key, width in widths:
+        style, _ = split_prefix(key)
         if style is not None and style.parts[0] == "te2":
             sdxl_keys += 1
-        width = _in_width(adapter)
         if width is None:
             continue
         if _CROSS.search(key):
@@ -75,9 +75,42 @@ def detect_family(network: Network) -> tuple[str, str]:
         return "sdxl", "it has keys for SDXL's second text encoder"
     if 1024 in te_widths:
         return "sd2", "its text-encoder layers are 1024 wide (OpenCLIP ViT-H)"
-    meta = family_from_metadata(network.metadata)
+    meta = family_from_metadata(metadata)
     if meta:
         return meta, "from the training metadata"
     if 768 in te_widths:
         return "sd1", "its text-encoder layers are 768 wide and no SDXL keys are present"
     return "unknown", "no cross-attention or text-encoder layer and no metadata tell"
+
+
+def detect_family(network: Network) -> tuple[str, str]:
+    """``(family, reason)`` for a network file, ``family`` in sd1/sd2/sdxl/unknown."""
+    return _decide(((k, _in_width(a)) for k, a in network.modules.items()), network.metadata)
+
+
+def _header_widths(header: dict):
+    """Input widths per module from a safetensors header's shapes (no tensor read)."""
+    shapes: dict[str, dict[str, list[int]]] = {}
+    for key, entry in header.items():
+        module, suffix, _ = split_key(key)
+        if suffix is not None and isinstance(entry, dict) and isinstance(entry.get("shape"), list):
+            shapes.setdefault(module, {})[suffix] = entry["shape"]
+    for module, s in shapes.items():
+        width = None
+        if len(s.get("lora_down.weight", ())) >= 2:
+            width = s["lora_down.weight"][1]
+        elif len(s.get("hada_w1_b", ())) >= 2:
+            width = s["hada_w1_b"][1]
+        elif len(s.get("diff", ())) >= 2:
+            width = s["diff"][1]
+        else:
+            b = s.get("lokr_w1", s.get("lokr_w1_b"))
+            d = s.get("lokr_w2", s.get("lokr_w2_b"))
+            if b and d and len(b) >= 2 and len(d) >= 2 and "lokr_t2" not in s:
+                width = b[1] * d[1]
+        yield module, width
+
+
+def family_from_header(header: dict, metadata: dict[str, str]) -> tuple[str, str]:
+    """Like :func:`detect_family`, from a file's header alone (cheap: for listings)."""
+    return _decide(_header_widths(header), metadata)

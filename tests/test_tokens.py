@@ -1,0 +1,123 @@
+"""Prompt tokens, multiplier curves and infotext hashes (no WebUI needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lycoris_ext.curves import Curve, parse_weight
+from lycoris_ext.infotext import clean_name, format_hashes, parse_hashes, remap_prompt
+from lycoris_ext.tokens import TokenError, find_tokens, parse_token, strip_tokens
+
+
+@pytest.mark.parametrize(
+    "items, want",
+    [
+        (["a"], dict(name="a", te=1.0, unet=1.0, dyn=None)),
+        (["a", "0.5"], dict(te=0.5, unet=0.5)),
+        (["a", "0.5", "0.2"], dict(te=0.5, unet=0.2)),
+        (["a", "-1.5"], dict(te=-1.5, unet=-1.5)),
+        (["a", "1", "1", "16"], dict(dyn=16)),
+        (["a", "te=0.3", "unet=0.7", "dyn=8"], dict(te=0.3, unet=0.7, dyn=8)),
+        (["a", "0.8", "unet=0.3"], dict(te=0.8, unet=0.3)),
+        (["a", "unet=0.3", "0.8"], dict(te=0.8, unet=0.3)),  # any order
+        (["a", "1", "lbw=MIDD"], dict(lbw="MIDD")),
+        (["a", "1", "w=OUTS"], dict(lbw="OUTS")),
+        (["a", "1", "MIDD"], dict(lbw="MIDD", te=1.0)),  # preset in a positional slot
+        (["a", "lbw=1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0", "x=0.5"], dict(lbw="1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0", x=0.5)),
+        (["a", "1", "start=3"], dict(start=3, stop=None)),
+        (["a", "1", "stop=10"], dict(start=None, stop=10)),
+        (["a", "1", "step=3-7"], dict(start=3, stop=7)),
+        (["a", "1", "start=1", "step=3-7"], dict(start=3, stop=7)),  # step wins
+        (['"x', 'y"', "0.5"], dict(name="x:y", te=0.5)),
+        (["'x", "y", "z'", "0.5"], dict(name="x:y:z", te=0.5)),
+        (['"plain"', "0.5"], dict(name="plain", te=0.5)),
+        (["a", "", "0.5"], dict(te=1.0, unet=0.5)),  # empty slot keeps the default
+        ([" a ", " 0.5 "], dict(name="a", te=0.5)),
+        (["a", 0.7], dict(te=0.7)),  # the WebUI's sd_lora option passes a float
+    ],
+)
+def test_parse_token(items, want):
+    spec = parse_token(items)
+    for k, v in want.items():
+        assert getattr(spec, k) == v, (items, k)
+
+
+def test_default_multiplier():
+    assert parse_token(["a"], default_multiplier=0.6).te == 0.6
+    assert parse_token(["a"], default_multiplier=0.6).unet == 0.6
+
+
+def test_hires_multipliers():
+    spec = parse_token(["a", "0.8", "hr=0.5"])
+    assert spec.multipliers(False) == (0.8, 0.8)
+    assert spec.multipliers(True) == (0.5, 0.5)
+    spec = parse_token(["a", "0.8", "hrunet=0.2"])
+    assert spec.multipliers(True) == (0.8, 0.2)
+    assert parse_token(["a", "0.8"]).multipliers(True) == (0.8, 0.8)
+
+
+@pytest.mark.parametrize(
+    "items, fragment",
+    [
+        ([""], "no network name"),
+        (["a", "te=abc"], "te='abc'"),
+        (["a", "dyn=1.5"], "whole step"),
+        (["a", "step=3"], "A-B"),
+        (["a", "x=q"], "x='q'"),
+        (['"a', "b"], "unclosed quote"),
+        (["a", "1@x"], "te="),
+    ],
+)
+def test_bad_tokens(items, fragment):
+    with pytest.raises(TokenError) as info:
+        parse_token(items)
+    assert fragment in str(info.value)
+
+
+def test_unknown_named_argument_is_a_warning():
+    spec = parse_token(["a", "1", "foo=2"])
+    assert spec.te == 1.0 and any("unknown argument 'foo'" in w for w in spec.warnings)
+    spec = parse_token(["a", "1", "lbwe=xx"])
+    assert any("lbwe" in w for w in spec.warnings)
+
+
+def test_find_and_strip_tokens():
+    prompt = 'a cat <lora:one:0.5>, <lyco:"t:w":1:lbw=MIDD> and <hypernet:x:1> <lora:two>'
+    found = find_tokens(prompt)
+    assert [(k, i[0]) for k, i, _ in found] == [("lora", "one"), ("lyco", '"t'), ("lora", "two")]
+    text, items = strip_tokens(prompt)
+    assert text == "a cat ,  and <hypernet:x:1> "
+    assert [parse_token(i).name for i in items] == ["one", "t:w", "two"]
+
+
+def test_curves():
+    c = parse_weight("0@0,1@0.5")
+    assert isinstance(c, Curve)
+    assert [c(s, 20) for s in (0, 5, 10, 15, 20)] == [0.0, 0.5, 1.0, 1.0, 1.0]
+    c = parse_weight("1@5; 0@15")  # absolute steps, semicolons
+    assert [c(s, 30) for s in (0, 5, 10, 15, 29)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    c = parse_weight("0.2@0.5, 1@0")  # any keyframe order
+    assert c(0, 10) == 1.0 and c(5, 10) == pytest.approx(0.2) and c(9, 10) == pytest.approx(0.2)
+    assert parse_weight("0.75") == 0.75 and parse_weight(2) == 2.0
+    with pytest.raises(ValueError):
+        parse_weight("a@1")
+    with pytest.raises(ValueError):
+        parse_weight("1@")
+
+
+def test_hashes_format_matches_the_builtin():
+    pairs = {"my:lora": "0123456789ab", "b,c": "ba9876543210"}
+    text = format_hashes(pairs)
+    assert text == "mylora: 0123456789ab, bc: ba9876543210"
+    assert parse_hashes(text) == {"mylora": "0123456789ab", "bc": "ba9876543210"}
+    assert clean_name("a:b,c") == "abc"
+    assert parse_hashes("junk, x: 1") == {"x": "1"}
+
+
+def test_remap_prompt():
+    hashes = {"old": "aaaaaaaaaaaa", "keep": "bbbbbbbbbbbb", "q": "cccccccccccc"}
+    local = {"aaaaaaaaaaaa": "new_name", "cccccccccccc": "with:colon"}.get
+    prompt = "x <lora:old:0.5> <lora:keep:1> <lyco:old> <lora:q:1> <lora:unknown:1>"
+    assert remap_prompt(prompt, hashes, local) == (
+        'x <lora:new_name:0.5> <lora:keep:1> <lyco:new_name> <lora:"with:colon":1> <lora:unknown:1>'
+    )
