@@ -32,6 +32,19 @@ def top_tags(metadata: dict[str, str], n: int = 10) -> list[tuple[str, int]]:
     return counts.most_common(n)
 
 
+def decoded_metadata(metadata: dict[str, str]) -> dict:
+    """Metadata with JSON-object strings decoded (for display, as the WebUI shows it)."""
+    out = {}
+    for k, v in metadata.items():
+        if isinstance(v, str) and v.startswith("{"):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
 def training_summary(metadata: dict[str, str]) -> dict:
     pick = {
         "output_name": "ss_output_name",

@@ -14,9 +14,25 @@ from ..network import Network
 from ..keys import split_key
 from .styles import split_prefix
 
-FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "unknown": "unknown"}
+FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sd": "SD1/SD2", "sdxl": "SDXL", "unknown": "unknown"}
 
-_CROSS = re.compile(r"attn2[._]to_[kv]$")
+
+def compatible(file_family: str, model_family: str) -> bool:
+    """Whether a file made for ``file_family`` can apply to a ``model_family`` model."""
+    if "unknown" in (file_family, model_family) or file_family == model_family:
+        return True
+    return file_family == "sd" and model_family in ("sd1", "sd2")
+
+
+# Layer names that exist in one UNet layout only (SD1/SD2: attention at the
+# first level and a fourth level; SDXL: transformer depth above 1, label embedding).
+_SD_ONLY = re.compile(
+    r"(down_blocks[._]0[._]attentions|up_blocks[._]3[._]attentions|down_blocks[._]3[._]|up_blocks[._]3[._]"
+    r"|input_blocks[._][12][._]1[._]|input_blocks[._](9|10|11)[._]|output_blocks[._](9|10|11)[._])"
+)
+_SDXL_ONLY = re.compile(r"(transformer_blocks[._][1-9]|label_emb|add_embedding)")
+
+_CROSS = re.compile(r"attn2[._](processor[._])?to_[kv]$")
 _TE_Q = re.compile(r"(self_attn[._]q_proj|attn[._]in_proj|mlp[._]fc1|mlp[._]c_fc)$")
 _CROSS_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
@@ -55,10 +71,19 @@ def _decide(widths, metadata: dict[str, str]) -> tuple[str, str]:
     cross: dict[str, int] = {}
     te_widths: set[int] = set()
     sdxl_keys = 0
+    layout: set[str] = set()
+    single_te = False
     for key, width in widths:
         style, _ = split_prefix(key)
         if style is not None and style.parts[0] == "te2":
             sdxl_keys += 1
+        if style is not None and style.parts[0] == "unet":
+            if _SDXL_ONLY.search(key):
+                layout.add("sdxl")
+            elif _SD_ONLY.search(key):
+                layout.add("sd")
+        if style is not None and style.prefix in ("lora_te_", "lora_te.", "text_encoder."):
+            single_te = True
         if width is None:
             continue
         if _CROSS.search(key):
@@ -76,10 +101,16 @@ def _decide(widths, metadata: dict[str, str]) -> tuple[str, str]:
     if 1024 in te_widths:
         return "sd2", "its text-encoder layers are 1024 wide (OpenCLIP ViT-H)"
     meta = family_from_metadata(metadata)
+    if layout == {"sdxl"}:
+        return "sdxl", "its UNet layers exist only in SDXL's layout"
+    if layout == {"sd"}:
+        if meta in ("sd1", "sd2"):
+            return meta, "from the training metadata"
+        return "sd", "its UNet layers exist only in SD1/SD2's layout"
     if meta:
         return meta, "from the training metadata"
-    if 768 in te_widths:
-        return "sd1", "its text-encoder layers are 768 wide and no SDXL keys are present"
+    if 768 in te_widths and single_te:
+        return "sd1", "its only text encoder is 768 wide (CLIP-L)"
     return "unknown", "no cross-attention or text-encoder layer and no metadata tell"
 
 

@@ -17,6 +17,7 @@ Special values: ``R`` (random 0..1), ``U`` (random -1.5..1.5), ``X`` (the
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -101,11 +102,23 @@ def write_preset(path: str | os.PathLike, name: str, values: str) -> None:
 
 
 def _split(values: str) -> list[str]:
-    return [v.strip() for v in re.split(r"[,\s]+", values.strip()) if v.strip()]
+    """LBW separates values with commas (whitespace around them is ignored)."""
+    return [v.strip() for v in values.strip().split(",") if v.strip()]
 
 
 def _lengths() -> str:
     return ", ".join(str(n) for n in sorted(LAYOUTS))
+
+
+def _is_value(tok: str) -> bool:
+    t = tok.strip()
+    if t.upper() in ("R", "U") or _X.match(t):
+        return True
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
 
 
 _X = re.compile(r"^X\s*(?:([+-])\s*([0-9.]+))?$", re.IGNORECASE)
@@ -122,9 +135,12 @@ def _value(tok: str, x: float, rng: random.Random) -> float:
         d = float(m[2]) if m[2] else 0.0
         return x + d if m[1] != "-" else x - d
     try:
-        return float(t)
+        v = float(t)
     except ValueError:
         raise BlockSpecError(f"'{tok}' is not a number, R, U or X") from None
+    if not math.isfinite(v):
+        raise BlockSpecError(f"'{tok}' is not a finite number")
+    return v
 
 
 def parse_block_weights(spec: str, presets: Mapping[str, str] | None = None, x: float = 1.0,
@@ -137,7 +153,7 @@ def parse_block_weights(spec: str, presets: Mapping[str, str] | None = None, x: 
     values = table.get(spec, spec)
     toks = _split(values)
     if len(toks) not in LAYOUTS:
-        if len(toks) == 1 and not re.match(r"^[-+0-9.RUXrux]", toks[0] if toks else ""):
+        if len(toks) == 1 and not _is_value(toks[0]):
             raise BlockSpecError(f"unknown block-weight preset '{spec}' (presets: {', '.join(sorted(table))})")
         raise BlockSpecError(f"a block-weight list needs {_lengths()} values, not {len(toks)} ('{spec}')")
     rng = rng or random.Random()
@@ -151,4 +167,10 @@ def parse_block_weights(spec: str, presets: Mapping[str, str] | None = None, x: 
 def format_block_weights(weights: Mapping[str, float], family: str) -> str:
     """The full list for a family (26 for SD1/SD2, 20 for SDXL), for writing ``lbw=``."""
     layout = LAYOUTS[20] if family == "sdxl" else LAYOUTS[26]
-    return ",".join(f"{float(weights.get(b, 0.0)):g}" for b in layout)
+    return ",".join(_fmt(float(weights.get(b, 0.0))) for b in layout)
+
+
+def _fmt(v: float) -> str:
+    """The shortest text that reads back as the same float (``1`` for 1.0)."""
+    r = repr(v)
+    return r[:-2] if r.endswith(".0") else r

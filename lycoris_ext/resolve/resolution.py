@@ -7,14 +7,15 @@ but the tensors do not fit it), and the report says which.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ..algorithms import Adapter
 from ..errors import NetworkFileError
 from ..network import Network, UnknownKey
-from .family import FAMILY_NAMES, detect_family
-from .styles import split_prefix
+from .family import FAMILY_NAMES, compatible, detect_family
+from .styles import part_hint, split_prefix
 from .tree import ModelTree, Target
 
 FITS = "fits"
@@ -57,8 +58,7 @@ class Resolution:
 
     @property
     def verdict(self) -> str:
-        known = ("unknown",)
-        if self.file_family not in known and self.model_family not in known and self.file_family != self.model_family:
+        if not compatible(self.file_family, self.model_family):
             return OTHER_MODEL
         if not self.matches:
             return NO_FIT
@@ -130,16 +130,18 @@ def _fit(adapter: Adapter, target: Target) -> tuple[Target | None, str | None]:
     natural = adapter.natural_shape()
     # Inpainting (9 input channels) and instruct-pix2pix (8) conv_in: a file
     # made for the 4-channel model changes the first input channels only.
-    if (
-        target.kind == "conv"
-        and target.path.endswith(("input_blocks.0.0", "conv_in"))
-        and natural is not None
-        and len(natural) == len(target.shape)
-        and natural[1] < target.shape[1]
-    ):
-        sliced = target.with_cols(0, natural[1])
-        if adapter.fits(sliced.shape):
-            return sliced, None
+    if target.kind == "conv" and target.path.endswith(("input_blocks.0.0", "conv_in")) and natural is not None and len(natural) >= 2:
+        kernel = math.prod(target.shape[2:])
+        if len(natural) == len(target.shape):
+            channels = natural[1]
+        elif natural[1] % kernel == 0:  # LoHa/LoKr store conv factors flattened
+            channels = natural[1] // kernel
+        else:
+            channels = 0
+        if 0 < channels < target.shape[1]:
+            sliced = target.with_cols(0, channels)
+            if adapter.fits(sliced.shape):
+                return sliced, None
     return None, reason
 
 
@@ -155,7 +157,13 @@ def resolve(network: Network, tree: ModelTree) -> Resolution:
         else:
             candidates, dotted = style.parts, style.dotted
         present = [p for p in candidates if p in tree.parts]
-        home = present[0] if present else (candidates[0] if style is not None else "unknown")
+        if style is not None and style.prefix != "lycoris_":
+            home = present[0] if present else candidates[0]
+        else:
+            # No part marker in the key: file it where its body says it belongs.
+            home = part_hint(key)
+            if home == "te" and "te" not in tree.parts:
+                home = next((p for p in tree.parts if p.startswith("te")), home)
         found = [(p, t) for p in present if (t := tree.lookup(p, body, dotted)) is not None]
         if not found:
             res.unmatched.append(Miss(key, home, "no layer of the model has this name"))

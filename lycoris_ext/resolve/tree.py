@@ -260,8 +260,11 @@ _PROCESSOR_TE = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out":
 
 
 def _dotted_variants(body: str) -> list[str]:
-    """Old diffusers spellings of the same layer (attention processors)."""
+    """Old diffusers spellings of the same layer (attention processors), and
+    ComfyUI's ``transformer.`` in front of a text encoder's HF path."""
     out = [body]
+    if body.startswith("transformer."):
+        out.append(body[len("transformer."):])
     b = body.replace(".processor.", ".")
     if b.endswith(".to_out"):
         b += ".0"
@@ -275,6 +278,8 @@ def _dotted_variants(body: str) -> list[str]:
 
 def _underscored_variants(body: str) -> list[str]:
     out = [body]
+    if body.startswith("transformer_"):
+        out.append(body[len("transformer_"):])
     if "text_model_text_model" in body:
         out.append(body.replace("text_model_text_model", "text_model"))
     return out
