@@ -55,7 +55,9 @@
     }
 
     function quoteName(name) {
-        return (name.indexOf(":") >= 0 || name.indexOf(">") >= 0) ? '"' + name + '"' : name;
+        if (name.indexOf(":") < 0 && name[0] !== '"' && name[0] !== "'") return name;
+        var q = name.indexOf('"') < 0 ? '"' : "'";
+        return q + name + q;
     }
 
     // Every lora/lyco token of `name` in `text`: [{start, end, kind, items}].
@@ -84,20 +86,22 @@
         return 1;
     }
 
-    // Remove `part` (and one separator before it) from `text`; false if absent.
+    // Remove text[start:end] (and `after` right behind it) with the separator
+    // around it, so "a, <lora:x:1>, b" becomes "a, b" and "a <lora:x:1> b" "a b".
     function removeText(text, start, end, after) {
-        var s = start;
-        var e = end;
-        if (after && text.substr(e, after.length) === after) e += after.length;
-        var sep = separator();
-        if (sep && text.substr(s - sep.length, sep.length) === sep) {
-            s -= sep.length;
-        } else if (text.substr(s - 2, 2) === ", ") {
-            s -= 2;
-        } else if (s === 0 && text.substr(e, sep.length) === sep) {
-            e += sep.length;
+        var before = text.slice(0, start);
+        var rest = text.slice(end);
+        if (after && rest.substr(0, after.length) === after) rest = rest.slice(after.length);
+        if (/,\s*$/.test(before) && /^\s*,/.test(rest)) {
+            before = before.replace(/,\s*$/, "");
+        } else if (/\s$/.test(before) && (/^\s/.test(rest) || rest === "")) {
+            before = before.replace(/\s+$/, "");
+        } else if (/,\s*$/.test(before) && rest === "") {
+            before = before.replace(/,\s*$/, "");
+        } else if (before === "") {
+            rest = rest.replace(/^\s*,?\s*/, "");
         }
-        return text.slice(0, s) + text.slice(e);
+        return before + rest;
     }
 
     function append(text, addition) {

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Mapping
 
+from .library import quote_name
+
 _REMOVE = str.maketrans("", "", ":,")
 
 
@@ -33,11 +35,6 @@ def parse_hashes(text: str) -> dict[str, str]:
 
 
 _TOKEN_NAME = re.compile(r"<(lora|lyco):(\"[^\"]*\"|'[^']*'|[^:>]+)(?=[:>])")
-
-
-def quote_name(name: str) -> str:
-    """A name as a token can hold it (quoted when it contains a colon)."""
-    return f'"{name}"' if ":" in name else name
 
 
 def remap_prompt(prompt: str, hashes: Mapping[str, str], lookup: Callable[[str], str | None]) -> str:

@@ -11,6 +11,7 @@ the network folders.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,25 @@ from .resolve.family import family_from_header
 
 # Aliases that would shadow common words in prompts (as in A1111).
 FORBIDDEN_ALIASES = {"none"}
+_HASH_NAME = re.compile(r"#[0-9a-fA-F]{12,64}")
+
+
+def token_safe(name: str) -> bool:
+    """Whether a name can be written in a prompt token (the WebUI's tokens end
+    at the first ``>``; a name with ``:`` needs a quote character it lacks)."""
+    if not name or ">" in name or name.startswith("#"):
+        return False
+    if ":" in name or name[:1] in "\"'":
+        return '"' not in name or "'" not in name
+    return True
+
+
+def quote_name(name: str) -> str:
+    """A token-safe name as written in a token (quoted when it holds ``:``)."""
+    if ":" not in name and name[:1] not in "\"'":
+        return name
+    q = '"' if '"' not in name else "'"
+    return f"{q}{name}{q}"
 
 
 @dataclass
@@ -160,9 +180,12 @@ class NetworkLibrary:
 
     # ------------------------------------------------------------- lookups
     def find(self, token_name: str) -> NetworkEntry | None:
-        """The entry a prompt's name means (unique name, relative path, stem or alias)."""
+        """The entry a prompt's name means (unique name, relative path, stem,
+        alias, or ``#`` and the short hash)."""
         if not token_name or "\x00" in token_name:
             return None
+        if _HASH_NAME.fullmatch(token_name):
+            return self.find_by_shorthash(token_name[1:].lower())
         with self._lock:
             e = self._by_key.get(token_name)
             if e is None and "\\" in token_name:
@@ -192,10 +215,13 @@ class NetworkLibrary:
         return entry.hash
 
     def display_name(self, entry: NetworkEntry, prefer_alias: bool = True) -> str:
-        """The name a card inserts: the alias when it is unambiguous, else the unique name."""
-        if prefer_alias and self._by_key.get(entry.alias) is entry:
-            return entry.alias
-        return entry.name
+        """The name a card inserts: the alias when it is unambiguous, else the
+        unique name; ``#`` and the short hash when neither fits in a token."""
+        names = ([entry.alias] if prefer_alias and self._by_key.get(entry.alias) is entry else []) + [entry.name]
+        for n in names:
+            if token_safe(n):
+                return n
+        return "#" + self.ensure_hash(entry)[:12]
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -8,6 +8,7 @@ import urllib.parse
 
 from modules import shared, ui_extra_networks
 
+from ..library import quote_name
 from ..resolve.family import compatible
 from ..summary import decoded_metadata
 from . import host
@@ -19,7 +20,7 @@ LABEL_FAMILIES = {v: k for k, v in FAMILY_LABELS.items()}
 
 def token_for(name: str, weight=None, lbw: str | None = None) -> str:
     """``<lora:name:weight>`` text for a card (JavaScript fills a missing weight)."""
-    quoted = f'"{name}"' if (":" in name or ">" in name) else name
+    quoted = quote_name(name)
     tail = f":lbw={lbw}" if lbw else ""
     return f"<lora:{quoted}:{weight:g}{tail}>" if weight is not None else f"<lora:{quoted}:{{w}}{tail}>"
 

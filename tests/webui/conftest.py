@@ -78,4 +78,7 @@ def changed(model, snap) -> set[str]:
     return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), snap[n])}
 
 
-__all__ = ["params_snapshot", "changed", "default_targets", "REPO"]
+
+
+
+from browser import browser, page  # noqa: E402,F401  (fixtures: a real headless Chromium)
