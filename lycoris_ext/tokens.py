@@ -182,3 +182,65 @@ def strip_tokens(prompt: str) -> tuple[str, list[list[str]]]:
         return ""
 
     return _TOKEN.sub(repl, prompt), found
+
+
+def _split_items(body: str) -> list[str]:
+    """Items of a token body, colons inside quotes kept (the browser side does the same)."""
+    items, cur, quote = [], "", None
+    for ch in body:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = None
+        elif ch in "\"'" and cur == "":
+            quote = ch
+            cur += ch
+        elif ch == ":":
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return items
+
+
+def rewrite_token(prompt: str, name: str | None = None, *, new_name: str | None = None,
+                  weights: tuple | None = None, named: dict | None = None, append_if_missing: bool = True) -> str:
+    """Edit the first lora/lyco token (of ``name`` when given) of a prompt.
+
+    ``new_name`` renames it; ``weights`` replaces the positional multipliers
+    (``(w,)`` or ``(te, unet)``); ``named`` sets or (with value None) removes
+    named arguments. Without such a token, one is appended (for the X/Y/Z
+    plot axes), unless ``append_if_missing`` is false.
+    """
+    from .library import quote_name
+
+    for m in _TOKEN.finditer(prompt):
+        items = _split_items(m[2])
+        try:
+            spec_name = _join_quoted(list(items))[0]
+        except TokenError:
+            continue
+        if name is not None and spec_name != name:
+            continue
+        head = [quote_name(new_name) if new_name is not None else items[0]]
+        positional = [i for i in items[1:] if "=" not in i]
+        keyed = [i for i in items[1:] if "=" in i]
+        if weights is not None:
+            positional = [f"{float(w):g}" for w in weights] + positional[len(weights):] if len(positional) > len(weights) else [f"{float(w):g}" for w in weights]
+            keyed = [i for i in keyed if i.partition("=")[0].strip() not in ("te", "unet")]
+        for k, v in (named or {}).items():
+            keyed = [i for i in keyed if i.partition("=")[0].strip() not in ({k, "w"} if k == "lbw" else {k})]
+            if v is not None:
+                keyed.append(f"{k}={v}")
+        body = ":".join(head + positional + keyed)
+        return prompt[: m.start()] + f"<{m[1]}:{body}>" + prompt[m.end():]
+    if not append_if_missing:
+        return prompt
+    target = new_name if new_name is not None else name
+    if target is None:
+        return prompt
+    ws = [f"{float(w):g}" for w in (weights or (1.0,))]
+    keyed = [f"{k}={v}" for k, v in (named or {}).items() if v is not None]
+    token = "<lora:" + ":".join([quote_name(target), *ws, *keyed]) + ">"
+    return f"{prompt} {token}" if prompt else token

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..resolve.tree import Target
 from .merge import FactorCache, dense_delta, split
+from .uses import RowContext, RowWeights
 
 _HOOKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.GroupNorm)
 
@@ -35,14 +36,48 @@ def hookable(target: Target) -> bool:
 
 
 class BypassHook:
-    """The state and the forward hook of one layer."""
+    """The state and the forward hook of one layer.
 
-    def __init__(self, target: Target):
+    Contributions with a number as multiplier are folded into one change;
+    those with :class:`RowWeights` (per image of a batch) are kept apart and
+    weighted per row of each call, from ``rows``.
+    """
+
+    def __init__(self, target: Target, rows: RowContext | None = None):
         self.target = target
         self.module = target.module
+        self.rows = rows or RowContext()
         self.up = self.down = self.dense_w = self.dense_b = None
+        self.row_lowrank: list[tuple[RowWeights, int]] = []  # (weights, rank) per row-wise factor block
+        self.row_up = self.row_down = None
+        self.row_dense: list[tuple[RowWeights, object, object]] = []  # (weights, dw or {m: dw}, db or {m: db})
         self._cast: dict[tuple, tuple] = {}
         self.handle = self.module.register_forward_hook(self)
+
+    @torch.no_grad()
+    def _set_rows(self, contribs, factors: FactorCache) -> None:
+        mod = self.module
+        w32 = mod.weight.detach().float()
+        b32 = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
+        ups, downs = [], []
+        self.row_lowrank, self.row_dense = [], []
+        conv = isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        thin_ok = not conv or (mod.groups == 1 and mod.padding_mode == "zeros")
+        for c in contribs:
+            f = factors.get(c.adapter, w32.device) if thin_ok else None
+            if f is not None:
+                ups.append(f[0])
+                downs.append(f[1])
+                self.row_lowrank.append((c.multiplier, f[0].shape[1]))
+            elif c.adapter.linear_in_multiplier:
+                dw, db = c.adapter.delta(w32, 1.0, b32)
+                self.row_dense.append((c.multiplier, dw, db))
+            else:  # exact per distinct multiplier (BOFT's stages are not linear in it)
+                values = sorted(set(c.multiplier.cond) | set(c.multiplier.uncond))
+                deltas = {m: c.adapter.delta(w32, m, b32) for m in values}
+                self.row_dense.append((c.multiplier, {m: d[0] for m, d in deltas.items()}, {m: d[1] for m, d in deltas.items()}))
+        self.row_up = torch.cat(ups, 1) if ups else None
+        self.row_down = torch.cat(downs, 0) if downs else None
 
     @torch.no_grad()
     def set(self, contribs, factors: FactorCache) -> None:
@@ -50,6 +85,9 @@ class BypassHook:
         mod = self.module
         w = mod.weight.detach()
         device = w.device
+        rowwise = [c for c in contribs if isinstance(c.multiplier, RowWeights)]
+        contribs = [c for c in contribs if not isinstance(c.multiplier, RowWeights)]
+        self._set_rows(rowwise, factors)
         up, down, dense = split(contribs, factors, device)
         if up is not None and isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and (mod.groups != 1 or mod.padding_mode != "zeros"):
             # Thin convs cannot follow a grouped or padded-mode layer: go dense.
@@ -83,13 +121,64 @@ class BypassHook:
             self._cast[key] = t
         return t
 
+    def _row_part(self, module, x, y):
+        """Add the row-wise contributions: each row weighted by its image's multiplier."""
+        n = x.shape[0]
+        images, uncond = self.rows.rows_for(n)
+        conv = isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        per_row = lambda rw, like: rw.at(images, uncond).to(device=like.device, dtype=like.dtype)  # noqa: E731
+        if self.row_up is not None:
+            key = ("rows", x.device, x.dtype)
+            t = self._cast.get(key)
+            if t is None:
+                up, down = self.row_up, self.row_down
+                if conv:
+                    down = down.reshape(down.shape[0], *module.weight.shape[1:])
+                    up = up.reshape(*up.shape, *[1] * (module.weight.dim() - 2))
+                t = self._cast[key] = (up.to(x.device, x.dtype), down.to(x.device, x.dtype))
+            up, down = t
+            scale = torch.cat([per_row(rw, x).unsqueeze(1).expand(n, r) for rw, r in self.row_lowrank], 1)
+            if conv:
+                opf = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[module.weight.dim() - 2]
+                h = opf(x, down, None, module.stride, module.padding, module.dilation)
+                h = h * scale.reshape(n, -1, *[1] * (h.dim() - 2))
+                y = y + opf(h, up)
+            else:
+                h = F.linear(x, down)
+                h = h * scale.reshape(n, *[1] * (h.dim() - 2), -1)
+                y = y + F.linear(h, up)
+        for rw, dws, dbs in self.row_dense:
+            if isinstance(dws, dict):
+                for m, dw in dws.items():
+                    mask = (per_row(rw, x) == m).to(y.dtype).reshape(n, *[1] * (y.dim() - 1))
+                    y = y + mask * self._dense_out(module, x, dw, dbs[m], y)
+            else:
+                y = y + per_row(rw, y).reshape(n, *[1] * (y.dim() - 1)) * self._dense_out(module, x, dws, dbs, y)
+        return y
+
+    @staticmethod
+    def _dense_out(module, x, dw, db, like):
+        dw = None if dw is None else dw.to(x.device, x.dtype)
+        db = None if db is None else db.to(x.device, x.dtype)
+        if isinstance(module, nn.Linear):
+            out = F.linear(x, dw, db)
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            out = module._conv_forward(x, dw, db)
+        elif isinstance(module, nn.LayerNorm):
+            out = F.layer_norm(x, module.normalized_shape, dw, db, module.eps)
+        else:
+            out = F.group_norm(x, module.num_groups, dw, db, module.eps)
+        return out.to(like.dtype)
+
     @torch.no_grad()
     def __call__(self, module, args, output):
-        if self.up is None and self.dense_w is None and self.dense_b is None:
-            return output
         x = args[0]
-        up, down, dw, db = self._tensors(x)
         y = output
+        if self.row_up is not None or self.row_dense:
+            y = self._row_part(module, x, y)
+        if self.up is None and self.dense_w is None and self.dense_b is None:
+            return y.to(output.dtype)
+        up, down, dw, db = self._tensors(x)
         if isinstance(module, nn.Linear):
             if up is not None:
                 y = y + F.linear(F.linear(x, down), up)

@@ -25,7 +25,7 @@ from ..resolve.tree import ModelTree, Target
 from .bypass import BypassHook, hookable
 from .merge import Contribution, FactorCache, combine
 from .params import bias_view, nbytes, weight_view
-from .uses import Use
+from .uses import RowContext, RowWeights, Use
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,15 @@ def _signature(contribs: Iterable[Contribution]) -> tuple:
     return tuple(c.signature for c in contribs)
 
 
+def _scalar(contribs) -> tuple[Contribution, ...]:
+    """Row-wise multipliers on a layer no hook can carry (a packed or sliced
+    weight): merged with the first image's conditional weight."""
+    return tuple(
+        Contribution(c.network, c.key, c.adapter, c.multiplier.cond[0]) if isinstance(c.multiplier, RowWeights) else c
+        for c in contribs
+    )
+
+
 class Runtime:
     """Apply networks to the model described by ``tree`` (its modules are live).
 
@@ -89,6 +98,8 @@ class Runtime:
         self._step: int | None = None
         self._total: int | None = None
         self.last_report: ApplyReport | None = None
+        #: Which image/side each row of the UNet's next call is (for row-wise uses).
+        self.rows = RowContext()
 
     # ------------------------------------------------------------ queries
     def resolution(self, network: Network) -> Resolution:
@@ -183,8 +194,10 @@ class Runtime:
             if use.blocks is not None:
                 rep.warnings.extend(self._block_warnings(use, res))
             for m in res.matches:
-                mult = use.part_multiplier(m.target.part, step, total) * use.block_weight(m.target.block)
-                if mult == 0:
+                mult = use.part_multiplier(m.target.part, step, total)
+                block = use.block_weight(m.target.block)
+                mult = mult.scaled(block) if isinstance(mult, RowWeights) else mult * block
+                if (mult.is_zero if isinstance(mult, RowWeights) else mult == 0):
                     continue
                 adapter = m.adapter.truncated(use.dyn) if use.dyn is not None else m.adapter
                 want.setdefault(m.target.id, []).append(Contribution(use.label, m.key, adapter, mult))
@@ -206,7 +219,9 @@ class Runtime:
     def _state_for(self, target: Target, contribs) -> str | None:
         if not contribs:
             return None
-        return _HOOKED if (self.effective_mode == BYPASS and hookable(target)) else _MERGED
+        if hookable(target) and (self.effective_mode == BYPASS or any(isinstance(c.multiplier, RowWeights) for c in contribs)):
+            return _HOOKED
+        return _MERGED
 
     def _sync(self, want: dict[tuple, list[Contribution]]) -> int:
         todo = []
@@ -249,13 +264,13 @@ class Runtime:
         if self._state.get(tid) == _HOOKED and state != _HOOKED:
             self._hooks.pop(tid).remove()
         if state == _MERGED:
-            self._merge(target, contribs)
+            self._merge(target, _scalar(contribs))
         else:
             self._restore(target)
             if state == _HOOKED:
                 hook = self._hooks.get(tid)
                 if hook is None:
-                    hook = self._hooks[tid] = BypassHook(target)
+                    hook = self._hooks[tid] = BypassHook(target, self.rows)
                 hook.set(contribs, self._factors)
         if state is None:
             self._applied.pop(tid, None)

@@ -8,11 +8,43 @@ from typing import Callable, Mapping, Union
 from ..network import Network
 from ..resolve.names import OTHER
 
-#: A multiplier is a number, or a function of (step, total steps) -> number.
-Weight = Union[float, Callable[[int, int], float]]
+@dataclass(frozen=True)
+class RowWeights:
+    """UNet multipliers per image of a batch: on its conditional rows and on
+    its unconditional rows (the negative prompt's side of the batch).
+
+    Only bypass hooks can carry them; the runtime learns which image and side
+    each row of the UNet's input is from :class:`RowContext`.
+    """
+
+    cond: tuple[float, ...]
+    uncond: tuple[float, ...]
+
+    def scaled(self, k: float) -> "RowWeights":
+        return RowWeights(tuple(v * k for v in self.cond), tuple(v * k for v in self.uncond))
+
+    @property
+    def is_zero(self) -> bool:
+        return not any(self.cond) and not any(self.uncond)
+
+    def at(self, images, uncond):
+        """Per-row multipliers (a float tensor) for rows of ``images`` (index tensor)."""
+        import torch
+
+        c = torch.tensor(self.cond, dtype=torch.float32)
+        u = torch.tensor(self.uncond, dtype=torch.float32)
+        idx = images.clamp(0, len(self.cond) - 1)
+        return torch.where(uncond, u[idx], c[idx])
 
 
-def _at(w: Weight, step: int | None, total: int | None) -> float:
+#: A multiplier is a number, a function of (step, total steps) -> number, or
+#: (UNet only) per-image :class:`RowWeights`.
+Weight = Union[float, Callable[[int, int], float], RowWeights]
+
+
+def _at(w: Weight, step: int | None, total: int | None):
+    if isinstance(w, RowWeights):
+        return w
     if callable(w):
         return float(w(step or 0, total or 0))
     return float(w)
@@ -37,6 +69,8 @@ class Use:
     start: int | None = None
     stop: int | None = None
     name: str | None = None
+    #: With row-wise ``unet``: a number or curve multiplying every row's weight.
+    scale: "Weight" = 1.0
     extra: Mapping[str, object] = field(default_factory=dict, compare=False)
 
     @property
@@ -46,7 +80,13 @@ class Use:
     @property
     def scheduled(self) -> bool:
         """Whether the multipliers can change between sampling steps."""
-        return self.start is not None or self.stop is not None or callable(self.te) or callable(self.unet)
+        curve = lambda w: callable(w) and not isinstance(w, RowWeights)  # noqa: E731
+        return self.start is not None or self.stop is not None or curve(self.te) or curve(self.unet) or curve(self.scale)
+
+    @property
+    def rowwise(self) -> bool:
+        """Whether the UNet multiplier differs between the rows of a batch."""
+        return isinstance(self.unet, RowWeights)
 
     def active(self, step: int | None) -> bool:
         if step is None:
@@ -57,12 +97,44 @@ class Use:
             return False
         return True
 
-    def part_multiplier(self, part: str, step: int | None = None, total: int | None = None) -> float:
+    def part_multiplier(self, part: str, step: int | None = None, total: int | None = None):
+        """A number, or :class:`RowWeights` for a row-wise UNet multiplier."""
         if not self.active(step):
             return 0.0
-        return _at(self.te if part.startswith("te") else self.unet, step, total)
+        w = self.te if part.startswith("te") else self.unet
+        if isinstance(w, RowWeights):
+            if part.startswith("te"):
+                raise ValueError("per-image weights apply to the UNet only")
+            return w.scaled(_at(self.scale, step, total))
+        return _at(w, step, total)
 
     def block_weight(self, block: str) -> float:
         if self.blocks is None or block == OTHER:
             return 1.0
         return float(self.blocks.get(block, 1.0))
+
+
+@dataclass
+class RowContext:
+    """Which image, and which side (conditional or not), each row of the
+    UNet's current input belongs to. Set by the host before each UNet call."""
+
+    images: object = None  # LongTensor (rows,)
+    uncond: object = None  # BoolTensor (rows,)
+
+    def set(self, images, uncond) -> None:
+        import torch
+
+        self.images = torch.as_tensor(images, dtype=torch.long)
+        self.uncond = torch.as_tensor(uncond, dtype=torch.bool)
+
+    def clear(self) -> None:
+        self.images = self.uncond = None
+
+    def rows_for(self, n: int):
+        """``(images, uncond)`` for a call of ``n`` rows (image 0's conditional side when unknown)."""
+        import torch
+
+        if self.images is None or len(self.images) != n:
+            return torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
+        return self.images, self.uncond

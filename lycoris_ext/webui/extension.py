@@ -19,7 +19,7 @@ from ..resolve.family import FAMILY_NAMES
 from ..resolve.lbw import PRESETS_FILE, BlockSpecError, parse_block_weights, read_presets
 from ..runtime import MODES, NetworkCache, Runtime, Use
 from ..tokens import TokenError, parse_token
-from . import host
+from . import batch, host
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ class PassResult:
     other_model: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def _hashes_for_image(p, index, **_):
+    """``Lora hashes`` of one image (the WebUI calls this per image)."""
+    d = getattr(p, "lycoris_image_hashes", {}).get(index)
+    return infotext.format_hashes(d) if d else None
 
 
 class LycorisExtension:
@@ -115,9 +121,43 @@ class LycorisExtension:
         self._runtimes.clear()
 
     # --------------------------------------------------------- activation
+    def use_for_spec(self, spec, result: PassResult, cache: dict, te=None, unet=None, scale=1.0, hires=False) -> Use | None:
+        """The :class:`Use` for one parsed token (None, with the reason in ``result``)."""
+        if spec.name not in cache:
+            entry = self.library.find(spec.name)
+            if entry is None:
+                self.refresh()
+                entry = self.library.find(spec.name)
+            if entry is None:
+                cache[spec.name] = None
+                result.missing.append(spec.name)
+            else:
+                try:
+                    cache[spec.name] = (entry, self.load(entry))
+                except (NetworkFileError, OSError) as e:
+                    cache[spec.name] = None
+                    result.errors.append(f"{spec.name}: {getattr(e, 'reason', e)}")
+        hit = cache[spec.name]
+        if hit is None:
+            return None
+        entry, net = hit
+        blocks = None
+        if spec.lbw:
+            try:
+                if "__presets__" not in cache:
+                    cache["__presets__"] = self.presets()
+                blocks = parse_block_weights(spec.lbw, cache["__presets__"], x=spec.x if spec.x is not None else 1.0)
+            except BlockSpecError as e:
+                result.errors.append(f"{spec.name}: {e}")
+                return None
+        if te is None or unet is None:
+            te, unet = spec.multipliers(hires)
+        return Use(net, te, unet, dyn=spec.dyn, blocks=blocks, start=spec.start, stop=spec.stop,
+                   name=spec.name, scale=scale, extra={"entry": entry, "spec": spec})
+
     def uses_for(self, params_list, hires: bool, result: PassResult) -> list[Use]:
         default = float(host.opt("lycoris_default_multiplier", 1.0))
-        presets = None
+        cache: dict = {}
         uses = []
         for params in params_list:
             try:
@@ -126,50 +166,36 @@ class LycorisExtension:
                 result.errors.append(str(e))
                 continue
             result.warnings.extend(spec.warnings)
-            entry = self.library.find(spec.name)
-            if entry is None:
-                self.refresh()
-                entry = self.library.find(spec.name)
-            if entry is None:
-                result.missing.append(spec.name)
-                continue
-            try:
-                net = self.load(entry)
-            except (NetworkFileError, OSError) as e:
-                result.errors.append(f"{spec.name}: {getattr(e, 'reason', e)}")
-                continue
-            blocks = None
-            if spec.lbw:
-                try:
-                    if presets is None:
-                        presets = self.presets()
-                    blocks = parse_block_weights(spec.lbw, presets, x=spec.x if spec.x is not None else 1.0)
-                except BlockSpecError as e:
-                    result.errors.append(f"{spec.name}: {e}")
-                    continue
-            te, unet = spec.multipliers(hires)
-            uses.append(Use(net, te, unet, dyn=spec.dyn, blocks=blocks, start=spec.start, stop=spec.stop,
-                            name=spec.name, extra={"entry": entry, "spec": spec}))
+            use = self.use_for_spec(spec, result, cache, hires=hires)
+            if use is not None:
+                uses.append(use)
         return uses
 
-    def apply(self, p, uses: list[Use], result: PassResult) -> None:
+    def set_uses(self, p, uses: list[Use], result: PassResult | None = None):
+        """``runtime.set`` at step 0; a network that fails is left out, the others apply."""
         rt = self.runtime()
         if rt is None:
-            return
-        total = self.total_steps(p)
+            return None, []
         uses = list(uses)
         while True:
             try:
-                report = rt.set(uses, step=0, total_steps=total, mode=self.mode())
-                break
+                return rt.set(uses, step=0, total_steps=self.total_steps(p), mode=self.mode()), uses
             except NetworkApplyError as e:
-                # Leave the failing network out; the others still apply.
-                result.errors.append(str(e))
+                if result is not None:
+                    result.errors.append(str(e))
                 keep = [u for u in uses if u.label != e.network]
-                if len(keep) == len(uses):
-                    keep = []
-                uses = keep
+                uses = keep if len(keep) < len(uses) else []
+
+    def apply(self, p, uses: list[Use], result: PassResult) -> list[Use]:
+        report, uses = self.set_uses(p, uses, result)
+        if report is None:
+            return uses
+        rt = self.runtime()
+        seen = set()
         for n in report.networks:
+            if n.name in seen:
+                continue
+            seen.add(n.name)
             if n.skipped and n.verdict == "made for another base model":
                 fam = rt.resolution(next(u.network for u in uses if u.label == n.name)).file_family
                 result.other_model.append(f"{n.name} (made for {FAMILY_NAMES.get(fam, fam)})")
@@ -180,6 +206,7 @@ class LycorisExtension:
                 if n.verdict != "fits":
                     result.partial.append(f"{n.name} ({n.summary})")
             result.warnings.extend(f"{n.name}: {w}" for w in n.warnings)
+        return uses
 
     @staticmethod
     def total_steps(p) -> int:
@@ -187,29 +214,126 @@ class LycorisExtension:
             return int(getattr(p, "hr_second_pass_steps", 0) or getattr(p, "steps", 0) or 0)
         return int(getattr(p, "steps", 0) or 0)
 
+    @staticmethod
+    def _our_params(data) -> list:
+        return [a for k, args in (data or {}).items() if k in ("lora", "lyco") for a in args]
+
+    def is_hires_activation(self, p, params_list) -> bool:
+        """The hires pass, or the hires networks activated early to compute its conds (lowvram)."""
+        if getattr(p, "is_hr_pass", False):
+            return True
+        hr = getattr(p, "hr_extra_network_data", None)
+        if not getattr(p, "enable_hr", False) or hr is None:
+            return False
+        first = self._our_params(getattr(p, "extra_network_data", None))
+        return list(params_list) != first and list(params_list) == self._our_params(hr)
+
     def activate(self, p, params_list) -> PassResult:
-        hires = bool(getattr(p, "is_hr_pass", False))
-        result = PassResult()
-        uses = self.uses_for(params_list, hires, result)
-        self.apply(p, uses, result)
         from . import embeddings
 
+        hires = self.is_hires_activation(p, params_list)
+        result = PassResult()
+        plan = batch.plan_batch(p, hires, float(host.opt("lycoris_default_multiplier", 1.0)))
+        if plan is not None and plan.special:
+            uses = self.activate_batch(p, plan, result)
+        else:
+            p.__dict__.pop("get_conds_with_caching", None)
+            p.lycoris_plan = None
+            self._rows_off()
+            uses = self.apply(p, self.uses_for(params_list, hires, result), result)
         embeddings.register(self, [u.network for u in uses])
-        self.record(p, uses, result, hires)
+        self.record(p, uses, result, hires, plan)
         self.last = result
         return result
 
-    def record(self, p, uses: list[Use], result: PassResult, hires: bool) -> None:
-        """Hashes into the infotext (the built-in's format) and messages into the info."""
+    def activate_batch(self, p, plan, result: PassResult) -> list[Use]:
+        """Per-image networks: row-wise UNet uses now, text encoders per group at encoding."""
+        result.errors.extend(plan.errors)
+        cache: dict = {}
+
+        def make_use(spec, te, unet, scale):
+            return self.use_for_spec(spec, result, cache, te=te, unet=unet, scale=scale, hires=plan.hires)
+
+        self._batch = (plan, make_use)
+        # The WebUI feeds negative prompts to the text encoder as they are: take our tokens out.
+        if plan.has_negative:
+            if plan.hires:
+                p.hr_negative_prompts = list(plan.negative_prompts)
+            else:
+                p.negative_prompts = list(plan.negative_prompts)
+        rows = batch.row_uses(plan, make_use)
+        uses = self.apply(p, rows, result)
+        p.lycoris_plan = plan
+        p.get_conds_with_caching = batch.conds_function(self, p)
+        self._rows_on()
+        return uses
+
+    def set_text_encoder(self, p, plan, key) -> None:
+        """Called while encoding: the row-wise UNet uses plus one group's text-encoder uses."""
+        _, make_use = self._batch
+        rt = self.runtime()
+        rows = [u for u in rt.uses if u.rowwise]
+        self.set_uses(p, rows + batch.te_uses(plan, key, make_use))
+
+    # -------------------------------------------------------- row context
+    def _rows_on(self) -> None:
+        rt = self.runtime()
+        unet = host.model_parts(host.current_model()).get("unet")
+        if rt is None or unet is None:
+            return
+        if getattr(self, "_row_hook", None) is not None and self._row_hook[0] is unet:
+            return
+        self._rows_off()
+        state = {"images": [], "uncond": [], "cursor": 0}
+
+        def pre_hook(module, args):
+            x = args[0] if args else None
+            if x is None or not state["images"]:
+                rt.rows.clear()
+                return None
+            n = int(x.shape[0])
+            total = len(state["images"])
+            start = state["cursor"] % total
+            idx = [(start + k) % total for k in range(n)]
+            rt.rows.set([state["images"][k] for k in idx], [state["uncond"][k] for k in idx])
+            state["cursor"] = start + n
+            return None
+
+        self._row_hook = (unet, unet.register_forward_pre_hook(pre_hook), state, rt)
+
+    def _rows_off(self) -> None:
+        hook = getattr(self, "_row_hook", None)
+        if hook is not None:
+            hook[1].remove()
+            hook[3].rows.clear()
+        self._row_hook = None
+
+    def record(self, p, uses: list[Use], result: PassResult, hires: bool, plan=None) -> None:
+        """Hashes into the infotext (the built-in's format, per image when images
+        differ) and messages into the generation info."""
         if host.opt("lycoris_hashes_to_infotext", True):
-            if not hires or not hasattr(p, "lora_hashes"):
-                p.lora_hashes = {}
+            hashes = {}
             for u in uses:
                 if u.label in result.applied:
                     h = self.library.ensure_hash(u.extra["entry"])
                     if h:
-                        p.lora_hashes[infotext.clean_name(u.label)] = h[:12]
-            if p.lora_hashes:
+                        hashes[u.label] = h[:12]
+            if not hires or not hasattr(p, "lora_hashes"):
+                p.lora_hashes = {}
+            p.lora_hashes.update({infotext.clean_name(k): v for k, v in hashes.items()})
+            per_image = p.__dict__.setdefault("lycoris_image_hashes", {})
+            n = len(getattr(p, "prompts", None) or []) or 1
+            first = int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", n) or n)
+            for i in range(n):
+                names = [s.name for s in plan.images[i].positive + plan.images[i].negative] if plan is not None and plan.special else list(hashes)
+                if not hires or first + i not in per_image:
+                    per_image[first + i] = {}
+                per_image[first + i].update({infotext.clean_name(k): hashes[k] for k in names if k in hashes})
+            if plan is not None and plan.special:
+                p.lycoris_special = True
+            if getattr(p, "lycoris_special", False):
+                p.extra_generation_params["Lora hashes"] = _hashes_for_image
+            elif p.lora_hashes:
                 p.extra_generation_params["Lora hashes"] = infotext.format_hashes(p.lora_hashes)
         messages = []
         if result.missing:
@@ -236,8 +360,14 @@ class LycorisExtension:
     # ------------------------------------------------------------- steps
     def on_cfg_denoiser(self, params) -> None:
         rt = self.runtime(create=False)
-        if rt is not None and rt.uses:
-            rt.step(int(params.sampling_step), int(params.total_sampling_steps))
+        if rt is None or not rt.uses:
+            return
+        p = getattr(getattr(params, "denoiser", None), "p", None)
+        hook = getattr(self, "_row_hook", None)
+        if hook is not None and p is not None and getattr(p, "lycoris_plan", None) is not None:
+            images, uncond = batch.row_plan(p, params)
+            hook[2].update(images=images, uncond=uncond, cursor=0)
+        rt.step(int(params.sampling_step), int(params.total_sampling_steps))
 
     # --------------------------------------------------------- infotext
     def infotext_pasted(self, infotext_text: str, params: dict) -> None:

@@ -373,6 +373,8 @@ class FakeSdModel(nn.Module):
             self.cond_stage_model = FakeTextEncoderWrapper(parts["te"])
             self.cond_stage_key = "crossattn"
         unet = parts["unet"]
+        # the synthetic UNet root has no forward of its own: give it the stand-in's
+        unet.forward = lambda x, t, context=None, _unet=unet: self._unet_forward(_unet, x, t, context)
         self._to_k_name = next((n for n, m in unet.named_modules() if n.endswith("attn2.to_k")), None)
         to_k = unet.get_submodule(self._to_k_name)
         self.context_dim = to_k.in_features
@@ -403,16 +405,20 @@ class FakeSdModel(nn.Module):
         return self._fit(self.cond_stage_model.encode(prompts))
 
     def apply_model(self, x, t, cond):
-        unet = self.model.diffusion_model
+        """Through the UNet root module's own call (as DiffusionWrapper calls
+        ``diffusion_model(x, t, context=...)``), so hooks on it fire."""
         if "c_crossattn" in cond:
             ctx = cond["c_crossattn"][0]
             ctx = ctx["crossattn"] if isinstance(ctx, dict) else ctx
         else:
             ctx = cond["crossattn"]
+        return self.model.diffusion_model(x, t, context=ctx)
+
+    def _unet_forward(self, unet, x, t, context=None):
         conv_in = unet.get_submodule("input_blocks.0.0")
         to_k = unet.get_submodule(self._to_k_name)
         h = conv_in(x.to(conv_in.weight.dtype))
-        k = to_k(ctx.to(to_k.weight.dtype))
+        k = to_k(context.to(to_k.weight.dtype))
         return (h.mean(dim=1, keepdim=True) + k.mean(dim=(1, 2)).view(-1, 1, 1, 1)).expand_as(x).to(x.dtype)
 
 
