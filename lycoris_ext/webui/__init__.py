@@ -48,10 +48,12 @@ def setup(ext_dir: str):
 
     def before_ui():
         # The registries were just cleared by the WebUI: fresh objects.
+        from . import xyz
         from .extra_network import ExtraNetworkLycoris
 
         ext.extra_network = ExtraNetworkLycoris(ext)
         take_over(ext)
+        xyz.register_axes(ext)
 
     def app_started(demo, app):
         take_over(ext)

@@ -18,6 +18,7 @@ from ..library import NetworkLibrary, default_hash
 from ..resolve.family import FAMILY_NAMES
 from ..resolve.lbw import PRESETS_FILE, BlockSpecError, parse_block_weights, read_presets
 from ..runtime import MODES, NetworkCache, Runtime, Use
+from ..summary import top_tags
 from ..tokens import TokenError, parse_token
 from . import batch, host
 
@@ -242,9 +243,53 @@ class LycorisExtension:
             self._rows_off()
             uses = self.apply(p, self.uses_for(params_list, hires, result), result)
         embeddings.register(self, [u.network for u in uses])
+        self.add_trigger_words(p, uses, hires, plan)
+        self.note_schedule(p, uses, hires)
         self.record(p, uses, result, hires, plan)
         self.last = result
         return result
+
+    # ------------------------------------------------- trigger words, plot
+    TAG_WORDS = 5
+
+    def trigger_words(self, entry) -> list[str]:
+        """The activation text of the user metadata, or else the most frequent training tags."""
+        from modules import extra_networks
+
+        um = extra_networks.get_user_metadata(entry.path) or {}
+        text = str(um.get("activation text") or "").strip()
+        if text:
+            return [text]
+        return [tag for tag, _ in top_tags(entry.metadata, self.TAG_WORDS)]
+
+    def add_trigger_words(self, p, uses, hires: bool, plan) -> None:
+        """Append missing trigger words to the prompts the text encoder sees and the infotext shows."""
+        if not host.opt("lycoris_trigger_words", False):
+            return
+        prompts = getattr(p, "hr_prompts" if hires else "prompts", None)
+        all_prompts = getattr(p, "all_hr_prompts" if hires else "all_prompts", None)
+        if not prompts:
+            return
+        applied = {u.label: u.extra.get("entry") for u in uses if u.extra.get("entry") is not None}
+        first = int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", len(prompts)) or len(prompts))
+        for i in range(len(prompts)):
+            names = [s.name for s in plan.images[i].positive] if plan is not None and plan.special else list(applied)
+            words = [w for n in names if n in applied for w in self.trigger_words(applied[n])]
+            for lst, k in ((prompts, i), (all_prompts, first + i)):
+                if lst is None or k >= len(lst):
+                    continue
+                text = lst[k]
+                missing = [w for w in words if w and w.lower() not in text.lower()]
+                if missing:
+                    lst[k] = text + (", " if text.strip() else "") + ", ".join(dict.fromkeys(missing))
+
+    def note_schedule(self, p, uses, hires: bool) -> None:
+        from .plot import weight_series
+
+        total = self.total_steps(p)
+        series = weight_series(uses, total)
+        plots = p.__dict__.setdefault("lycoris_plot", {})
+        plots["Hires pass" if hires else "First pass"] = (total, series)
 
     def activate_batch(self, p, plan, result: PassResult) -> list[Use]:
         """Per-image networks: row-wise UNet uses now, text encoders per group at encoding."""

@@ -113,6 +113,20 @@ def make_panel_script(ext):
         def show(self, is_img2img):
             return scripts.AlwaysVisible
 
+        def postprocess(self, p, processed, *args):
+            """With the setting on, a plot of each scheduled network's weights per step."""
+            if not host.opt("lycoris_plot_weights", False):
+                return
+            plots = getattr(p, "lycoris_plot", None) or {}
+            panels = [(title, total, series) for title, (total, series) in plots.items() if series]
+            if not panels:
+                return
+            from .plot import draw
+
+            processed.images.append(draw(panels))
+            if isinstance(getattr(processed, "infotexts", None), list):
+                processed.infotexts.append("LyCORIS: network weights per sampling step")
+
         def ui(self, is_img2img):
             from . import take_over
 

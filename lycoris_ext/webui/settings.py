@@ -25,6 +25,8 @@ def options() -> dict:
                                              {"choices": ["Alias from file", "Filename"]}),
         "lycoris_missing_popup": OptionInfo(False, "Show a popup when a network in the prompt is missing, unreadable or for another base model"),
         "lycoris_hashes_to_infotext": OptionInfo(True, "Add Lora hashes to infotext"),
+        "lycoris_trigger_words": OptionInfo(False, "Add each network's trigger words to the prompt (its activation text, or else its most frequent training tags)"),
+        "lycoris_plot_weights": OptionInfo(False, "Show a plot of each network's weight per step with the results (when a weight changes over the steps)"),
     }
 
 
