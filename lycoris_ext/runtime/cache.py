@@ -17,9 +17,10 @@ def _stamp(path: str) -> tuple[int, int]:
 class NetworkCache:
     """``get(path)`` returns the loaded :class:`Network`, reading the file only
     when it is not cached or changed on disk since (modification time and
-    size). At most ``max_count`` networks and ``max_bytes`` of tensors stay;
-    the least recently used go first, but never the ones in ``pinned``
-    (networks the model is using right now).
+    size). At most ``max_count`` networks and ``max_bytes`` of tensors stay
+    (the one just read always stays); the least recently used go first. A
+    network the model uses keeps working when it leaves the cache: the
+    runtime holds its own reference.
     """
 
     def __init__(self, max_count: int = 16, max_bytes: int = 4 << 30, loader=load_network):
@@ -30,7 +31,7 @@ class NetworkCache:
         self._lock = threading.RLock()
         self.loads = 0
 
-    def get(self, path: str | os.PathLike, pinned: set[str] | None = None) -> Network:
+    def get(self, path: str | os.PathLike) -> Network:
         path = os.path.abspath(os.fspath(path))
         with self._lock:
             stamp = _stamp(path)
@@ -42,16 +43,12 @@ class NetworkCache:
             self.loads += 1
             self._items[path] = (stamp, net)
             self._items.move_to_end(path)
-            self._evict(pinned or set())
+            self._evict()
             return net
 
-    def _evict(self, pinned: set[str]) -> None:
-        pinned = {os.path.abspath(p) for p in pinned}
+    def _evict(self) -> None:
         while len(self._items) > 1 and (len(self._items) > self.max_count or self.nbytes > self.max_bytes):
-            victim = next((p for p in self._items if p not in pinned and p != next(reversed(self._items))), None)
-            if victim is None:
-                break
-            del self._items[victim]
+            self._items.popitem(last=False)
 
     def resize(self, max_count: int | None = None, max_bytes: int | None = None) -> None:
         with self._lock:
@@ -59,7 +56,7 @@ class NetworkCache:
                 self.max_count = max_count
             if max_bytes is not None:
                 self.max_bytes = max_bytes
-            self._evict(set())
+            self._evict()
 
     def clear(self) -> None:
         with self._lock:

@@ -82,8 +82,7 @@ class LycorisExtension:
         return out
 
     def load(self, entry):
-        pinned = {u.network.path for rt in self._runtimes.values() for u in rt.uses}
-        return self.cache.get(entry.path, pinned=pinned)
+        return self.cache.get(entry.path)
 
     # ------------------------------------------------------------- models
     def runtime(self, sd_model=None, create: bool = True) -> Runtime | None:
