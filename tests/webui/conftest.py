@@ -63,6 +63,9 @@ def webui(tmp_path):
         w.model = a1111.make_sd_model(family, shrink=16)
         w.ui = a1111.start_ui()
         w.ext = w.extension.modules["lycoris_ext_main.py"]._ext
+        # Files the extension writes beside itself (presets) go to tmp, not the checkout.
+        w.ext.ext_dir = str(tmp_path / "extensions" / "lycoris-ext")
+        os.makedirs(w.ext.ext_dir, exist_ok=True)
         return w
 
     w.start = start
