@@ -65,6 +65,14 @@ class NetworkEntry:
     def is_safetensors(self) -> bool:
         return self.path.lower().endswith(SAFETENSORS_EXTENSIONS)
 
+    def changed_on_disk(self) -> bool:
+        """The file was rewritten or removed since the folder scan."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_mtime, st.st_size) != (self.mtime, self.size)
+
     def _read_header(self) -> None:
         if self._metadata is not None:
             return

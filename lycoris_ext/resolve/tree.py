@@ -110,15 +110,6 @@ class ModelTree:
         tree._init({p: list(r) for p, r in parts.items()}, naming, family)
         return tree
 
-    @classmethod
-    def from_inventory(cls, inventory: Mapping[str, list[dict]], naming: str = A1111, family: str | None = None) -> "ModelTree":
-        """From the WebUI inventory format: ``{part: [{path, class, params}]}``."""
-        rows = {
-            part: [(r["path"], r["class"], {k: tuple(v) for k, v in r["params"].items()}, None) for r in items]
-            for part, items in inventory.items()
-        }
-        return cls.from_rows(rows, naming, family)
-
     # ------------------------------------------------------------ building
     def _init(self, rows: dict[str, list[Row]], naming: str, family: str | None) -> None:
         if naming not in (A1111, DIFFUSERS):

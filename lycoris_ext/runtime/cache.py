@@ -9,7 +9,8 @@ from collections import OrderedDict
 from ..network import Network, load_network
 
 
-def _stamp(path: str) -> tuple[int, int]:
+def file_stamp(path: str) -> tuple[int, int]:
+    """What says a file changed on disk: modification time (ns) and size."""
     st = os.stat(path)
     return (st.st_mtime_ns, st.st_size)
 
@@ -34,7 +35,7 @@ class NetworkCache:
     def get(self, path: str | os.PathLike) -> Network:
         path = os.path.abspath(os.fspath(path))
         with self._lock:
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
             hit = self._items.get(path)
             if hit is not None and hit[0] == stamp:
                 self._items.move_to_end(path)

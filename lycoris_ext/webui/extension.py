@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .. import infotext
 from ..errors import NetworkApplyError, NetworkFileError
 from ..library import NetworkLibrary, default_hash
-from ..resolve.family import FAMILY_NAMES
+from ..resolve.family import FAMILY_NAMES, compatible
 from ..resolve.lbw import PRESETS_FILE, BlockSpecError, parse_block_weights, read_presets
 from ..runtime import MODES, NetworkCache, Runtime, Use
+from ..runtime.cache import file_stamp
 from ..summary import top_tags
 from ..tokens import TokenError, parse_token
 from . import batch, host
@@ -39,10 +41,33 @@ class PassResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _hashes_for_image(p, index, **_):
-    """``Lora hashes`` of one image (the WebUI calls this per image)."""
+def _hashes_for_image(p, index, all_prompts=None, **_):
+    """``Lora hashes`` of one image (the WebUI calls this per image).
+
+    The WebUI calls it with the image's index in the job (``Processed.infotext``)
+    or, while a batch is saved, with its index in the batch and that batch's
+    ``p.prompts`` as ``all_prompts``; hashes are kept by index in the job.
+    """
+    if all_prompts is not None and all_prompts is getattr(p, "prompts", None):
+        index += int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", 1) or 1)
     d = getattr(p, "lycoris_image_hashes", {}).get(index)
     return infotext.format_hashes(d) if d else None
+
+
+def sampling_step(params) -> tuple[int, int]:
+    """(step, steps) of the denoiser call ``params`` announces, counted from 0.
+
+    ``params.sampling_step`` is only updated by the sampler's callback after a
+    step, so the first two calls both read 0; the denoiser's own call counter
+    is exact. Second-order samplers call it twice per step (``total_steps`` is
+    then twice the steps), so the call index is scaled to sampling steps.
+    """
+    steps = int(params.total_sampling_steps)
+    denoiser = getattr(params, "denoiser", None)
+    calls, total_calls = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
+    if isinstance(calls, int) and isinstance(total_calls, int) and total_calls > 0 and steps > 0:
+        return min(steps - 1, calls * steps // total_calls), steps
+    return int(params.sampling_step), steps
 
 
 class LycorisExtension:
@@ -53,6 +78,8 @@ class LycorisExtension:
         self._runtimes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self.last: PassResult = PassResult()
         self._embeddings: dict[str, object] = {}
+        # tokens -> what they meant for the text encoder when last activated
+        self._te_meaning: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.extra_network = None
         self.panel_script = None
 
@@ -125,7 +152,7 @@ class LycorisExtension:
         """The :class:`Use` for one parsed token (None, with the reason in ``result``)."""
         if spec.name not in cache:
             entry = self.library.find(spec.name)
-            if entry is None:
+            if entry is None or entry.changed_on_disk():  # new, rewritten (new hash) or deleted
                 self.refresh()
                 entry = self.library.find(spec.name)
             if entry is None:
@@ -134,6 +161,10 @@ class LycorisExtension:
             else:
                 try:
                     cache[spec.name] = (entry, self.load(entry))
+                except FileNotFoundError:  # deleted since the last scan
+                    self.refresh()
+                    cache[spec.name] = None
+                    result.missing.append(spec.name)
                 except (NetworkFileError, OSError) as e:
                     cache[spec.name] = None
                     result.errors.append(f"{spec.name}: {getattr(e, 'reason', e)}")
@@ -241,12 +272,39 @@ class LycorisExtension:
             p.lycoris_plan = None
             self._rows_off()
             uses = self.apply(p, self.uses_for(params_list, hires, result), result)
+            self.check_cached_conds(p, params_list, hires, uses, result)
         embeddings.register(self, [u.network for u in uses])
         self.add_trigger_words(p, uses, hires, plan)
         self.note_schedule(p, uses, hires)
         self.record(p, uses, result, hires, plan)
         self.last = result
         return result
+
+    TE_MEANINGS_KEPT = 32
+
+    def check_cached_conds(self, p, params_list, hires: bool, uses: list[Use], result: PassResult) -> None:
+        """Drop the WebUI's cached conditionings when the same tokens now mean a
+        different text encoder: a file changed on disk or went missing, a
+        default multiplier or preset changed."""
+        key = (hires, tuple(tuple(params.items) for params in params_list))
+        meaning = []
+        for u in uses:
+            if u.label not in result.applied or u.te == 0:
+                continue
+            path = u.extra["entry"].path
+            try:
+                stamp = file_stamp(path)
+            except OSError:
+                stamp = None
+            base = u.blocks.get("BASE", 1.0) if u.blocks else 1.0
+            meaning.append((path, stamp, str(u.te), u.dyn, base, u.scale))
+        meaning = tuple(sorted(meaning, key=repr))
+        before = self._te_meaning.pop(key, None)
+        if before is not None and before != meaning:
+            host.drop_cached_conds(p)
+        self._te_meaning[key] = meaning
+        while len(self._te_meaning) > self.TE_MEANINGS_KEPT:
+            self._te_meaning.popitem(last=False)
 
     # ------------------------------------------------- trigger words, plot
     TAG_WORDS = 5
@@ -411,7 +469,7 @@ class LycorisExtension:
         if hook is not None and p is not None and getattr(p, "lycoris_plan", None) is not None:
             images, uncond = batch.row_plan(p, params)
             hook[2].update(images=images, uncond=uncond, cursor=0)
-        rt.step(int(params.sampling_step), int(params.total_sampling_steps))
+        rt.step(*sampling_step(params))
 
     # --------------------------------------------------------- infotext
     def infotext_pasted(self, infotext_text: str, params: dict) -> None:
@@ -427,6 +485,15 @@ class LycorisExtension:
         for key in ("Prompt", "Hires prompt"):
             if isinstance(params.get(key), str):
                 params[key] = infotext.remap_prompt(params[key], hashes, local)
+
+    @staticmethod
+    def shown_for_model(family: str) -> bool:
+        """Whether a network of this base model is offered (cards, plot axes):
+        it fits the loaded model, or *show all* is on, or no model is loaded."""
+        if host.opt("lycoris_show_all", False) or host.opt("lora_show_all", False):
+            return True
+        model = host.current_model()
+        return model is None or compatible(family, host.model_family(model))
 
     @staticmethod
     def prefer_alias() -> bool:

@@ -22,6 +22,22 @@ def opt(key: str, default=None):
     return default if value is None else value
 
 
+CONDS_CACHES = ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc")
+
+
+def drop_cached_conds(p) -> None:
+    """Forget the processing object's cached conditionings.
+
+    The WebUI keys them on the prompt and its tokens (the lists are shared by
+    every processing object), so a network whose file or settings changed
+    under the same tokens would otherwise give last time's conditioning.
+    """
+    for name in CONDS_CACHES:
+        cache = getattr(p, name, None)
+        if isinstance(cache, list) and cache:
+            cache[0] = None
+
+
 def network_dirs() -> list[str]:
     """``--lora-dir`` (default models/Lora) and ``--lyco-dir-backcompat`` (models/LyCORIS).
 

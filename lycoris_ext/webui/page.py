@@ -9,7 +9,6 @@ import urllib.parse
 from modules import shared, ui_extra_networks
 
 from ..library import quote_name
-from ..resolve.family import compatible
 from ..summary import decoded_metadata
 from . import host
 from .html import js, text
@@ -46,12 +45,7 @@ class LycorisPage(ui_extra_networks.ExtraNetworksPage):
 
     # ----------------------------------------------------------------- items
     def _visible(self, family: str, enable_filter: bool) -> bool:
-        if not enable_filter or host.opt("lycoris_show_all", False) or host.opt("lora_show_all", False):
-            return True
-        model = host.current_model()
-        if model is None:
-            return True
-        return compatible(family, host.model_family(model))
+        return not enable_filter or self.ext.shown_for_model(family)
 
     def _embedded_preview(self, entry) -> str | None:
         raw = entry.metadata.get("ssmd_cover_images")

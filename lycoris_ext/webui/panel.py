@@ -141,6 +141,7 @@ def make_panel_script(ext):
                     preset = gr.Dropdown(label="Preset", choices=logic.preset_names(), value=None,
                                          elem_id=f"{tab}_lycoris_blocks_preset")
                 info = gr.HTML(elem_id=f"{tab}_lycoris_blocks_info")
+                message = gr.HTML(elem_id=f"{tab}_lycoris_blocks_message")
                 sliders = []
                 with gr.Row(elem_id=f"{tab}_lycoris_blocks_sliders"):
                     for b in ALL_BLOCKS:
@@ -161,9 +162,12 @@ def make_panel_script(ext):
             def chosen(name, prompt):
                 values, html = logic.select(name, prompt)
                 visible = [not (logic.family() == "sdxl" and b in SDXL_HIDDEN) for b in ALL_BLOCKS]
-                return [html, *[gr.update(value=v, visible=vis) for v, vis in zip(values, visible)]]
+                # the sliders now show this network's weights, not a preset's
+                return [html, gr.update(value=None), "", *[gr.update(value=v, visible=vis) for v, vis in zip(values, visible)]]
 
             def from_preset(name):
+                if not name:  # cleared (a network was picked): leave the sliders as they are
+                    return [gr.update()] + [gr.update() for _ in ALL_BLOCKS]
                 try:
                     return [""] + logic.values_for(name)
                 except BlockSpecError as e:
@@ -176,11 +180,11 @@ def make_panel_script(ext):
                     return gr.update(), f"<p class='lycoris-error'>{text(e)}</p>"
 
             from_prompt.click(fn=networks, _js=f"(x) => lycorisPromptText('{tab}')", inputs=[prompt_box], outputs=[network])
-            network.change(fn=chosen, _js=f"(name, p) => [name, lycorisPromptText('{tab}')]", inputs=[network, prompt_box], outputs=[info, *sliders])
-            preset.change(fn=from_preset, inputs=[preset], outputs=[info, *sliders])
+            network.change(fn=chosen, _js=f"(name, p) => [name, lycorisPromptText('{tab}')]", inputs=[network, prompt_box], outputs=[info, preset, message, *sliders])
+            preset.change(fn=from_preset, inputs=[preset], outputs=[message, *sliders])
             write.click(fn=lambda name, *values: logic.spec_from_values(values), inputs=[network, *sliders], outputs=[spec_box]) \
                 .then(fn=None, _js=f"(name, spec) => lycorisWriteLbw('{tab}', name, spec)", inputs=[network, spec_box], outputs=[])
-            save.click(fn=save_preset, inputs=[preset_name, *sliders], outputs=[preset, info])
+            save.click(fn=save_preset, inputs=[preset_name, *sliders], outputs=[preset, message])
             return []
 
     return LycorisBlockWeights

@@ -81,7 +81,7 @@ def register_axes(ext) -> bool:
     have = {getattr(o, "label", None) for o in xyz.axis_options}
 
     def names():
-        return [ext.library.display_name(e, ext.prefer_alias()) for e in ext.library]
+        return [ext.library.display_name(e, ext.prefer_alias()) for e in ext.library if ext.shown_for_model(e.family)]
 
     def presets():
         return [*DEFAULT_PRESETS, *sorted(ext.presets())]

@@ -48,6 +48,20 @@ def test_mixed_batch_equals_each_image_alone(nets):
     assert f'Lora hashes: "a: {ha}, b: {hb}"' in info[2]
 
 
+def test_per_image_hashes_in_every_batch_of_a_job(nets):
+    """n_iter > 1: the WebUI asks for a batch's infotexts with the index in the
+    batch (and for the job's with the index in the job); both name the image's own networks."""
+    w = nets.start()
+    prompts = ["x <lora:a:1>", "x <lora:b:1>", "x <lora:b:1>", "x <lora:a:1> <lora:b:1>"]
+    p, res, _ = generate(w, prompts, batch_size=2, n_iter=2, seed=3)
+    ha, hb = (w.ext.library.ensure_hash(w.ext.library.find(n))[:12] for n in ("a", "b"))
+    want = [f'"a: {ha}"', f'"b: {hb}"', f'"b: {hb}"', f'"a: {ha}, b: {hb}"']
+    assert len(res.infotexts) == 4
+    for i, text in enumerate(want):
+        assert "Lora hashes: " + text in res.infotexts[i], (i, res.infotexts[i])
+        assert "Lora hashes: " + text in res.infotext(p, i), i
+
+
 def test_uniform_batch_takes_the_ordinary_path(nets):
     w = nets.start()
     p, res, _ = generate(w, ["x <lora:a:0.5>", "y <lora:a:0.5>"], batch_size=2)

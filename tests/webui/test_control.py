@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lycoris_ext.curves import parse_weight
+from lycoris_ext.webui.extension import sampling_step
 
 
 def _curve_probe(w):
@@ -21,7 +22,7 @@ def _curve_probe(w):
         rt = w.ext.runtime()
         p = params.denoiser.p
         mults = {c.multiplier for t, cs in rt._applied.items() if t[0] == "unet" for c in cs}
-        seen.append((bool(p.is_hr_pass), int(params.sampling_step), int(params.total_sampling_steps), mults))
+        seen.append((bool(p.is_hr_pass), *sampling_step(params), mults))
 
     script_callbacks.on_cfg_denoiser(probe)
     return seen
@@ -82,14 +83,19 @@ def test_xyz_axes(webui):
 
     webui.write("one", seed=1)
     webui.write("two", seed=2)
+    webui.write("xl", family="sdxl", seed=3)
     w = webui.start()
     import a1111
+    from modules import shared
 
     xyz = a1111.find_script_module("xyz_grid.py")
     axes = {o.label: o for o in xyz.axis_options}
     for label in ("LoRA: network", "LoRA weight", "LoRA TE weight", "LoRA UNet weight", "LoRA block weights", "LoRA start step", "LoRA stop step"):
         assert label in axes
-    assert axes["LoRA: network"].choices() == ["one", "two"]
+    assert axes["LoRA: network"].choices() == ["one", "two"]  # the SDXL network does not fit the SD1 model
+    shared.opts.lycoris_show_all = True
+    assert axes["LoRA: network"].choices() == ["one", "two", "xl"]
+    shared.opts.lycoris_show_all = False
     assert "MIDD" in axes["LoRA block weights"].choices()
     p = SimpleNamespace(prompt="a <lora:one:0.5> b", hr_prompt="")
     axes["LoRA: network"].apply(p, "two", [])

@@ -92,6 +92,40 @@ def test_same_prompt_twice_costs_nothing(webui):
     assert w.ext.runtime().last_report.rebuilt == 0
 
 
+def test_same_tokens_new_file_new_conditioning(webui):
+    """The WebUI caches conditionings by prompt and tokens: a file changed on
+    disk (or gone) under the same tokens must not reuse last time's."""
+    from lycoris_ext.webui import host
+    from modules import processing
+
+    path = webui.write("a", seed=1)
+    w = webui.start()
+    prompt = "x <lora:a:1>"
+
+    def fresh():
+        host.drop_cached_conds(processing.StableDiffusionProcessing)
+        return run(w, prompt)[1].images[0]
+
+    first = run(w, prompt)[1].images[0]
+    assert torch.equal(run(w, prompt)[1].images[0], first)  # unchanged: cached, same image
+    webui.write("a", seed=2)  # the same name, other weights
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    _, res = run(w, prompt)
+    changed_file = res.images[0]
+    assert not torch.equal(changed_file, first)
+    from lycoris_ext.files import addnet_hash
+
+    assert f'Lora hashes: "a: {addnet_hash(path)[:12]}"' in res.infotexts[0]  # the new file's hash
+    assert torch.equal(changed_file, fresh())
+    os.remove(path)
+    p, res = run(w, prompt)
+    gone = res.images[0]
+    assert "Lora not found: a" in res.comments and w.ext.library.find("a") is None
+    assert torch.equal(gone, fresh())
+    assert torch.equal(gone, run(w, "x <lora:never_was:1>")[1].images[0])  # the same text, no network
+
+
 def test_hires_pass_uses_its_own_set(webui):
     webui.write("a", seed=1)
     webui.write("b", seed=2)
@@ -180,15 +214,19 @@ def test_step_schedule_through_cfg_denoiser(webui):
     def probe(params):
         rt = orig(create=False)
         w.ext.on_cfg_denoiser(params)
-        steps_seen.append((int(params.sampling_step), rt.effective_mode, rt.layers()["hooked"] > 0 and bool(rt._applied)))
+        steps_seen.append((params.denoiser.step, rt.effective_mode, rt.layers()["hooked"] > 0 and bool(rt._applied)))
 
     from modules import script_callbacks
 
     script_callbacks.on_cfg_denoiser(probe)
     run(w, "x <lora:a:1:start=2:stop=4>", steps=6)
-    active = {s: on for s, mode, on in steps_seen}
+    # steps count from 0 and are exact (params.sampling_step lags the denoiser by one call)
+    assert [on for _, _, on in steps_seen] == [False, False, True, True, False, False]
     assert all(mode == "bypass" for _, mode, _ in steps_seen)
-    assert active[0] is False and active[2] is True and active[3] is True and active[4] is False
+    # a second-order sampler calls the denoiser twice per step (but the last): steps 0,0,1,1,2
+    steps_seen.clear()
+    run(w, "x <lora:a:1:start=1:stop=2>", steps=3, sampler_name="Heun")
+    assert [on for _, _, on in steps_seen] == [False, False, True, True, False]
 
 
 # ------------------------------------------------------------------ infotext
@@ -353,6 +391,38 @@ def test_block_panel_ui_built(webui):
     tx = [s for s in sliders if s.elem_id.count("_") == 3]
     assert len(tx) == 26
     assert sum(1 for s in tx if s.visible is False) == 6  # SDXL: IN09-11, OUT09-11 hidden
+
+
+def test_block_panel_events(webui):
+    """The panel's handlers, as gradio calls them: one value per output; a preset
+    fills the sliders and keeps the block badges; picking a network clears the preset."""
+    import gradio as gr
+
+    webui.write("a", seed=1)
+    w = webui.start()
+
+    def handler(elem_id, trigger):
+        block = gr.find(elem_id)
+        (ev,) = [e for e in block.events if e.trigger == trigger]
+        return ev
+
+    pick = handler("txt2img_lycoris_blocks_network", "change")
+    out = pick("a", "x <lora:a:1:lbw=OUTS>")
+    assert len(out) == len(pick.outputs)
+    info, preset, message, *values = out
+    assert "lycoris-block on" in info and preset["value"] is None and message == ""
+    assert [v["value"] for v in values][:5] == [1, 0, 0, 0, 0]
+    choose = handler("txt2img_lycoris_blocks_preset", "change")
+    assert choose.outputs[0] is gr.find("txt2img_lycoris_blocks_message")  # not the badges
+    out = choose("MIDD")
+    assert len(out) == len(choose.outputs) and out[0] == "" and len(out[1:]) == 26
+    out = choose(None)  # cleared when a network is picked: nothing changes
+    assert all(o == gr.update() for o in out)
+    out = choose("no such preset")
+    assert "lycoris-error" in out[0] and all(o == gr.update() for o in out[1:])
+    save = handler("txt2img_lycoris_blocks_save", "click")
+    names, msg = save("mine", *([0.5] * 26))
+    assert "mine" in names["choices"] and msg == ""
 
 
 def test_install_py(monkeypatch):
