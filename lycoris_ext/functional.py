@@ -42,7 +42,7 @@ def tucker3(core: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor) -> torch.Ten
 
 def hadamard(w1a, w1b, w2a, w2b) -> torch.Tensor:
     """LoHa: ``(w1a @ w1b) * (w2a @ w2b)`` on flattened factors."""
-    return (flat(w1a) @ flat(w1b)) * (flat(w2a) @ flat(w2b))
+    return (flat(w1a) @ flat(w1b)).mul_(flat(w2a) @ flat(w2b))
 
 
 def kron(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,9 @@ class Adapter:
     needs_weight: ClassVar[bool] = False
     #: Whether the file may carry a DoRA magnitude for this algorithm.
     allows_dora: ClassVar[bool] = False
+    #: ``core_delta`` returns a new tensor (not a view of a stored one), so
+    #: callers may scale it in place.
+    fresh_delta: ClassVar[bool] = True
 
     def __init__(self, key: str, entries: Mapping[str, Entry], path: str | None = None):
         self.key = key
@@ -220,7 +223,9 @@ class Adapter:
         """
         dw, db = self.unit_delta(weight, bias)
         if multiplier != 1:
-            dw = dw * multiplier
+            # In place when the change is a fresh tensor: same bits, one
+            # full-size temporary fewer.
+            dw = dw.mul_(multiplier) if (self.fresh_delta or self.magnitude is not None) else dw * multiplier
             db = None if db is None else db * multiplier
         return dw, db
 

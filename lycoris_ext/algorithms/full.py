@@ -8,6 +8,7 @@ from .base import Adapter
 class Full(Adapter):
     algorithm = "full"
     detect = ("diff",)
+    fresh_delta = False  # the change is the stored tensor itself
     suffixes = ("diff", "diff_b")
 
     def _parse(self) -> None:

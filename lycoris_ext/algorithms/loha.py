@@ -49,9 +49,9 @@ class LoHa(Adapter):
     def core_delta(self, weight, bias=None):
         p = lambda s: self.param(s, weight.device)  # noqa: E731
         if self.tucker:
-            d = F.tucker3(p("hada_t1"), p("hada_w1_a"), p("hada_w1_b")) * F.tucker3(
-                p("hada_t2"), p("hada_w2_a"), p("hada_w2_b")
+            d = F.tucker3(p("hada_t1"), p("hada_w1_a"), p("hada_w1_b")).mul_(
+                F.tucker3(p("hada_t2"), p("hada_w2_a"), p("hada_w2_b"))
             )
         else:
             d = F.hadamard(p("hada_w1_a"), p("hada_w1_b"), p("hada_w2_a"), p("hada_w2_b"))
-        return (d * self.scale).reshape(weight.shape), None
+        return d.mul_(self.scale).reshape(weight.shape), None

@@ -8,6 +8,7 @@ from .base import Adapter
 class Norm(Adapter):
     algorithm = "norm"
     detect = ("w_norm", "b_norm")
+    fresh_delta = False  # the change is the stored tensor itself
     suffixes = ("w_norm", "b_norm")
 
     def _parse(self) -> None:

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..resolve.tree import Target
-from .merge import FactorCache, dense_delta, split
+from .merge import FactorCache, dense_sum, split
 from .uses import RowContext, RowWeights
 
 _HOOKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.GroupNorm)
@@ -33,6 +33,12 @@ def hookable(target: Target) -> bool:
         and target.cols is None
         and not target.transposed
     )
+
+
+def _add(y: torch.Tensor, t: torch.Tensor, inplace: bool) -> torch.Tensor:
+    if inplace and y.dtype == t.dtype and y.shape == torch.broadcast_shapes(y.shape, t.shape):
+        return y.add_(t)
+    return y + t
 
 
 class BypassHook:
@@ -98,7 +104,7 @@ class BypassHook:
         dw = db = None
         if dense:
             b = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
-            dw, db = dense_delta(dense, w.float(), b)
+            dw, db = dense_sum(dense, w.float(), b)
         if delta is not None:
             dw = delta if dw is None else dw + delta
         self.up, self.down, self.dense_w, self.dense_b = up, down, dw, db
@@ -179,22 +185,29 @@ class BypassHook:
         if self.up is None and self.dense_w is None and self.dense_b is None:
             return y.to(output.dtype)
         up, down, dw, db = self._tensors(x)
+        # The layer's own output is a fresh tensor: add into it in place
+        # unless autograd records it.
+        inplace = not y.requires_grad
         if isinstance(module, nn.Linear):
             if up is not None:
-                y = y + F.linear(F.linear(x, down), up)
+                h = F.linear(x, down)
+                if inplace and y.is_contiguous() and y.dtype == h.dtype:
+                    y.view(-1, y.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), up.t())
+                else:
+                    y = y + F.linear(h, up)
             if dw is not None:
-                y = y + F.linear(x, dw, db)
+                y = _add(y, F.linear(x, dw, db), inplace)
             elif db is not None:
-                y = y + db
+                y = _add(y, db, inplace)
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[module.weight.dim() - 2]
             if up is not None:
                 h = conv(x, down, None, module.stride, module.padding, module.dilation)
-                y = y + conv(h, up)
+                y = _add(y, conv(h, up), inplace)
             if dw is not None:
-                y = y + module._conv_forward(x, dw, db)
+                y = _add(y, module._conv_forward(x, dw, db), inplace)
             elif db is not None:
-                y = y + db.reshape(1, -1, *[1] * (y.dim() - 2))
+                y = _add(y, db.reshape(1, -1, *[1] * (y.dim() - 2)), inplace)
         elif isinstance(module, nn.LayerNorm):
             if dw is not None:
                 y = y + F.layer_norm(x, module.normalized_shape, dw, db, module.eps)

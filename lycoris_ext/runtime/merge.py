@@ -87,19 +87,27 @@ def split(contribs, factors: FactorCache, device):
     return torch.cat(ups, 1), torch.cat(downs, 0), dense
 
 
-def dense_delta(contribs, w32: torch.Tensor, b32: torch.Tensor | None):
-    """Sum of the non-low-rank contributions' changes, each from the original."""
-    dw = db = None
+def add_dense(target: torch.Tensor, contribs, w32: torch.Tensor, b32: torch.Tensor | None):
+    """Add each non-low-rank contribution's change (from the original ``w32``)
+    into ``target`` in order; return the bias change, or None."""
+    db = None
     for c in contribs:
         try:
             w, b = c.adapter.delta(w32, c.multiplier, b32)
         except BaseException as e:
             blame(e, c)
             raise
-        dw = w if dw is None else dw + w
+        target.add_(w.reshape(target.shape))
+        del w
         if b is not None:
             db = b if db is None else db + b
-    return dw, db
+    return db
+
+
+def dense_sum(contribs, w32: torch.Tensor, b32: torch.Tensor | None):
+    """``(dw, db)``: the summed changes of non-low-rank contributions."""
+    dw = torch.zeros_like(w32, memory_format=torch.contiguous_format)
+    return dw, add_dense(dw, contribs, w32, b32)
 
 
 @torch.no_grad()
@@ -107,22 +115,26 @@ def combine(orig_w: torch.Tensor, orig_b: torch.Tensor | None, contribs, factors
             out: torch.Tensor | None = None):
     """The new (weight, bias) in float32, or written into ``out`` directly.
 
-    ``out`` (a float32, contiguous view of the live weight) lets a layer with
-    only low-rank contributions be rebuilt in one read of the original and
-    one write. Returns ``(weight or None if written, bias or None)``.
+    ``out`` (a float32, contiguous view of the live weight, not sharing memory
+    with ``orig_w``) is filled in place: one copy of the original, each dense
+    change added in order, then every low-rank contribution in one
+    ``addmm_``. Without ``out`` the same steps fill a new tensor, so both give
+    the same bits. Returns ``(weight or None if written, bias or None)``.
     """
     device = orig_w.device
     w32 = orig_w if orig_w.dtype == torch.float32 else orig_w.float()
     b32 = None if orig_b is None else orig_b.float()
     up, down, dense = split(contribs, factors, device)
-    dw, db = dense_delta(dense, w32, b32) if dense else (None, None)
-    new_b = None if db is None else b32 + db
-    if up is None:
-        return (w32 if dw is None else w32 + dw), new_b
-    base = w32.reshape(w32.shape[0], -1)
-    if dw is not None:
-        base = base + dw.reshape(base.shape)
-    if out is not None and dw is None:
-        torch.addmm(base, up, down, out=out.view(base.shape))
-        return None, new_b
-    return torch.addmm(base, up, down).reshape(w32.shape), new_b
+    if out is None:
+        # The dense changes are computed from w32, so never write into it.
+        fresh = w32 is not orig_w and not dense and w32.is_contiguous()
+        result = w32 if fresh else w32.clone(memory_format=torch.contiguous_format)
+        target = result
+    else:
+        result = None
+        target = out.view(w32.shape)
+        target.copy_(w32)
+    db = add_dense(target, dense, w32, b32) if dense else None
+    if up is not None:
+        target.view(w32.shape[0], -1).addmm_(up, down)
+    return result, (None if db is None else b32 + db)

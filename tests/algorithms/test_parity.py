@@ -199,3 +199,18 @@ def test_apply_does_not_modify_inputs(tmp_path_factory):
         w0, b0 = w.clone(), b.clone()
         ours.modules[lora.lora_name].apply(w, b, 1.0)
         assert torch.equal(w, w0) and torch.equal(b, b0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_repeated_calls_give_the_same_result(case, tmp_path_factory):
+    """Deltas are scaled in place where they are fresh tensors; a stored
+    tensor (full's ``diff``, norm's ``w_norm``) must never be scaled with them."""
+    net, ours = built(case, tmp_path_factory)
+    for lora in net.loras:
+        adapter = ours.modules[lora.lora_name]
+        w, b = original_params(lora)
+        first = [adapter.apply(w, b, m) for m in (1.0, 0.5, -1.0)]
+        again = [adapter.apply(w, b, m) for m in (0.5, -1.0, 1.0)]
+        for (w1, b1), (w2, b2) in zip(first, again[2:] + again[:2]):
+            assert torch.equal(w1, w2), lora.lora_name
+            assert (b1 is None and b2 is None) or torch.equal(b1, b2)
