@@ -86,12 +86,28 @@ class LycorisExtension:
     # --------------------------------------------------------------- files
     @staticmethod
     def _hash(entry) -> str:
-        """The WebUI's cached hash (shared with the built-in: title 'lora/<stem>')."""
+        """The WebUI's cached hash, under the built-in's title ``lora/<name>``.
+
+        ``name`` is the stem unless two files share it (then the relative
+        path), so such files never read each other's hash. The WebUI trusts
+        a cached hash while the file is not newer than it; a file replaced by
+        an older one (``cp -p``, an unpacked archive) would keep the old hash,
+        so any other modification time drops the cached value.
+        """
         try:
             from modules import hashes
         except ImportError:  # pragma: no cover - outside the WebUI
             return default_hash(entry)
-        return hashes.sha256(entry.path, "lora/" + entry.stem, use_addnet_hash=entry.is_safetensors) or ""
+        title = "lora/" + entry.name
+        cached = hashes.cache("hashes-addnet" if entry.is_safetensors else "hashes")
+        rec = cached.get(title)
+        try:
+            stale = rec is not None and rec.get("mtime") != os.path.getmtime(entry.path)
+        except OSError:
+            stale = False
+        if stale:
+            cached.pop(title, None)
+        return hashes.sha256(entry.path, title, use_addnet_hash=entry.is_safetensors) or ""
 
     def refresh(self):
         self.library.roots = host.network_dirs()

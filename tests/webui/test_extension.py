@@ -126,6 +126,28 @@ def test_same_tokens_new_file_new_conditioning(webui):
     assert torch.equal(gone, run(w, "x <lora:never_was:1>")[1].images[0])  # the same text, no network
 
 
+def test_hash_follows_the_file_not_the_cache(webui):
+    """The WebUI trusts a cached hash while the file is not newer: a file
+    replaced by an older one, or two files with one stem, must still get
+    their own hashes in the infotext."""
+    from lycoris_ext.files import addnet_hash
+
+    path = webui.write("a", seed=1)
+    webui.write("dup", seed=3, folder=webui.lora_dir / "one")
+    webui.write("dup", seed=4, folder=webui.lora_dir / "two")
+    w = webui.start()
+    assert f'"a: {addnet_hash(path)[:12]}"' in run(w, "x <lora:a:1>")[1].infotexts[0]
+    st = os.stat(path)
+    webui.write("a", seed=2)  # replaced by a file with an older time (cp -p, an archive)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    w.ext.refresh()
+    assert f'"a: {addnet_hash(path)[:12]}"' in run(w, "x <lora:a:1>")[1].infotexts[0]
+    one, two = (str(webui.lora_dir / d / "dup.safetensors") for d in ("one", "two"))
+    text = run(w, "x <lora:one/dup:1> <lora:two/dup:1>")[1].infotexts[0]
+    assert f"one/dup: {addnet_hash(one)[:12]}" in text and f"two/dup: {addnet_hash(two)[:12]}" in text
+    assert addnet_hash(one) != addnet_hash(two)
+
+
 def test_hires_pass_uses_its_own_set(webui):
     webui.write("a", seed=1)
     webui.write("b", seed=2)
