@@ -45,6 +45,19 @@ def hadamard(w1a, w1b, w2a, w2b) -> torch.Tensor:
     return (flat(w1a) @ flat(w1b)).mul_(flat(w2a) @ flat(w2b))
 
 
+def khatri_rao(w1a, w1b, w2a, w2b) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, D)`` with ``U @ D == hadamard(w1a, w1b, w2a, w2b)``.
+
+    ``U[:, j*r2 + k] = w1a[:, j] * w2a[:, k]`` and ``D[j*r2 + k] = w1b[j] * w2b[k]``:
+    rank ``r1 * r2``, so a LoHa of small rank joins the one matrix product of
+    the low-rank networks instead of building two full-size products.
+    """
+    a1, b1, a2, b2 = flat(w1a), flat(w1b), flat(w2a), flat(w2b)
+    up = (a1[:, :, None] * a2[:, None, :]).reshape(a1.shape[0], -1)
+    down = (b1[:, None, :] * b2[None, :, :]).reshape(-1, b1.shape[1])
+    return up, down
+
+
 def kron(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """LoKr: ``kron(w1, w2)`` with ``w2`` flattened to ``(c, d * prod(k))``.
 
@@ -52,6 +65,28 @@ def kron(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     because the kernel axes are innermost in both layouts.
     """
     return torch.kron(w1, flat(w2))
+
+
+#: Rows of a change computed at a time by :func:`add_by_rows`: about 1 MiB of
+#: float32, so the temporaries stay in cache instead of a full-size copy.
+ROW_CHUNK_BYTES = 1 << 20
+
+
+def add_by_rows(target: torch.Tensor, unit_rows: int, block, multiplier: float = 1.0) -> None:
+    """``target += multiplier * D`` where ``block(i, j)`` gives rows
+    ``i * unit_rows`` to ``j * unit_rows`` of ``D`` as a new float32 tensor.
+
+    ``target`` is 2-D. Each chunk is scaled and added in place, so the change
+    is never held whole.
+    """
+    units = target.shape[0] // unit_rows
+    per = max(1, ROW_CHUNK_BYTES // max(1, 4 * target.shape[1] * unit_rows))
+    for i in range(0, units, per):
+        j = min(units, i + per)
+        t = block(i, j)
+        if multiplier != 1:
+            t.mul_(multiplier)
+        target[i * unit_rows:j * unit_rows].add_(t.reshape(-1, target.shape[1]))
 
 
 def cayley(blocks: torch.Tensor, constraint: float = 0.0) -> torch.Tensor:

@@ -65,6 +65,10 @@ class Adapter:
     #: ``core_delta`` returns a new tensor (not a view of a stored one), so
     #: callers may scale it in place.
     fresh_delta: ClassVar[bool] = True
+    #: The runtime may keep :meth:`lowrank`'s factors while the adapter is
+    #: in use (False when they are much larger than the file's tensors and
+    #: cheap to rebuild).
+    cache_lowrank: ClassVar[bool] = True
 
     def __init__(self, key: str, entries: Mapping[str, Entry], path: str | None = None):
         self.key = key
@@ -229,6 +233,25 @@ class Adapter:
             db = None if db is None else db * multiplier
         return dw, db
 
+    def add_into(self, target: torch.Tensor, weight: torch.Tensor, multiplier: float = 1.0,
+                 bias: torch.Tensor | None = None):
+        """``target += delta(weight, multiplier)``; returns the bias change or None.
+
+        ``target`` is float32, contiguous, with ``weight``'s number of
+        elements and never ``weight`` itself. Both :meth:`apply` and the
+        runtime add changes this way, so they give the same bits; algorithms
+        whose change is separable by rows override it to never hold the whole
+        change.
+        """
+        f = self.lowrank(weight.device)
+        if f is not None:  # as the runtime adds it: one addmm_ on the float32 factors
+            up, down = f
+            target.view(up.shape[0], -1).addmm_(up if multiplier == 1 else up * multiplier, down)
+            return None
+        dw, db = self.delta(weight, multiplier, bias)
+        target.add_(dw.reshape(target.shape))
+        return db
+
     def apply(self, weight: torch.Tensor, bias: torch.Tensor | None = None, multiplier: float = 1.0):
         """Return ``(new_weight, new_bias)``; the inputs are not modified.
 
@@ -240,8 +263,9 @@ class Adapter:
             return weight.clone(), (None if bias is None else bias.clone())
         w32 = weight.detach().to(torch.float32)
         b32 = None if bias is None else bias.detach().to(torch.float32)
-        dw, db = self.delta(w32, multiplier, b32)
-        new_w = (w32 + dw).to(weight.dtype)
+        out = w32.clone(memory_format=torch.contiguous_format)
+        db = self.add_into(out, w32, multiplier, b32)
+        new_w = out.to(weight.dtype)
         new_b = None
         if bias is not None:
             new_b = bias.clone() if db is None else (b32 + db).to(bias.dtype)

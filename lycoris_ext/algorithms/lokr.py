@@ -87,3 +87,13 @@ class LoKr(Adapter):
         w1 = self._half("1", weight.device)
         w2 = self._half("2", weight.device)
         return (F.kron(w1 * self.scale, w2)).reshape(weight.shape), None
+
+    def add_into(self, target, weight, multiplier=1.0, bias=None):
+        if self.magnitude is not None:
+            return super().add_into(target, weight, multiplier, bias)
+        w1 = self._half("1", weight.device) * self.scale
+        w2 = F.flat(self._half("2", weight.device))
+        # rows i*c .. j*c of kron(w1, w2) are kron(w1[i:j], w2): exact, element by element
+        F.add_by_rows(target.view(w1.shape[0] * w2.shape[0], -1), w2.shape[0],
+                      lambda i, j: torch.kron(w1[i:j], w2), multiplier)
+        return None

@@ -40,6 +40,8 @@ class FactorCache:
         self._cache: dict[tuple[int, torch.device], tuple[Adapter, tuple | None]] = {}
 
     def get(self, adapter: Adapter, device: torch.device):
+        if not adapter.cache_lowrank:
+            return adapter.lowrank(device)
         k = (id(adapter), torch.device(device))
         hit = self._cache.get(k)
         if hit is None:
@@ -93,12 +95,10 @@ def add_dense(target: torch.Tensor, contribs, w32: torch.Tensor, b32: torch.Tens
     db = None
     for c in contribs:
         try:
-            w, b = c.adapter.delta(w32, c.multiplier, b32)
+            b = c.adapter.add_into(target, w32, c.multiplier, b32)
         except BaseException as e:
             blame(e, c)
             raise
-        target.add_(w.reshape(target.shape))
-        del w
         if b is not None:
             db = b if db is None else db + b
     return db

@@ -73,15 +73,16 @@ def inject(monkeypatch, stage, fail_at, nets):
     elif stage == "delta":
         n = {"c": 0}
         for cls in {type(a) for net in nets for a in net.modules.values()}:
-            real = cls.delta
+            for name in ("delta", "add_into"):  # merge adds in place; bypass takes the whole change
+                real = getattr(cls, name)
 
-            def delta(self, *a, _real=real, **k):
-                n["c"] += 1
-                if n["c"] == fail_at:
-                    raise Boom("computing a delta")
-                return _real(self, *a, **k)
+                def compute(self, *a, _real=real, **k):
+                    n["c"] += 1
+                    if n["c"] == fail_at:
+                        raise Boom("computing a delta")
+                    return _real(self, *a, **k)
 
-            monkeypatch.setattr(cls, "delta", delta)
+                monkeypatch.setattr(cls, name, compute)
     elif stage == "combine":  # fails after combine may have written the weight (addmm out=)
         fail_on(monkeypatch, runtime_mod, "combine", fail_at, after=True, message="after writing a weight")
     elif stage == "write":

@@ -125,6 +125,21 @@ def test_same_set_again_does_nothing(fresh):
     assert rt.set([uses[0], Use(nets["lokr"], 0.3, 0.5)]).rebuilt == n_te
 
 
+def test_loha_joins_the_low_rank_product_without_being_kept(fresh):
+    """A small LoHa is written in the same addmm as the LoRA (rank r1*r2),
+    and its larger factors are rebuilt per change, not kept."""
+    parts, tree, nets, make, snap = fresh
+    rt = make()
+    before = views(tree)
+    uses = [Use(nets["lora"], 0.7, 0.9), Use(nets["loha"], 0.5, 0.5)]
+    rt.set(uses)
+    check_merged(rt, before, uses)
+    loha = {id(m.adapter) for m in rt.resolution(nets["loha"]).matches}
+    assert all(m.adapter.lowrank() is not None for m in rt.resolution(nets["loha"]).matches)
+    assert not loha & {k[0] for k in rt._factors._cache}
+    assert len(rt._factors) > 0  # the LoRA's are kept
+
+
 def test_order_of_changes_does_not_matter(fresh):
     parts, tree, nets, make, snap = fresh
     rt = make()
@@ -296,6 +311,8 @@ def test_failure_leaves_model_as_it_was(fresh, monkeypatch):
         raise torch.cuda.OutOfMemoryError("simulated out of memory") if hasattr(torch.cuda, "OutOfMemoryError") else RuntimeError("oom")
 
     monkeypatch.setattr(victim, "delta", boom)
+    monkeypatch.setattr(victim, "add_into", boom)
+    monkeypatch.setattr(victim, "lowrank", boom)  # a LoHa of small rank is one low-rank product
     with pytest.raises(NetworkApplyError) as info:
         rt.set([Use(nets["lora"], 0.9, 0.9), Use(nets["loha"], 1, 1)])
     assert calls["n"] == 1
