@@ -188,16 +188,20 @@ def test_half_files_and_weights_compute_in_float32(dtype, tmp_path_factory):
         w_half = w.to(dtype)
         got, _ = adapter.apply(w_half, None, 0.7)
         assert got.dtype == dtype
-        w1a, w1b, w2a, w2b = (adapter._entries[s][1].float() for s in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"))
+        w1a, w1b, w2a, w2b = (adapter._entries[s][1].double() for s in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"))
         delta = (w1a @ w1b.reshape(w1b.shape[0], -1)) * (w2a @ w2b.reshape(w2b.shape[0], -1))
-        want32 = w_half.float() + 0.7 * adapter.scale * delta.reshape(w.shape)
-        want = want32.to(dtype)
-        # float32 rounding order may differ (a small LoHa is one product), so
-        # at most one step of the target dtype, and almost always none
-        scale = torch.maximum(want32.abs(), w_half.float().abs())  # cancellation: the inputs' scale
-        ulp = scale.clamp_min(torch.finfo(dtype).tiny) * torch.finfo(dtype).eps
-        assert ((got.float() - want32).abs() <= ulp).all()
-        assert (got == want).float().mean() > 0.99
+        change = 0.7 * adapter.scale * delta.reshape(w.shape)
+        exact = w_half.double() + change
+        want = exact.float().to(dtype)  # the exact value, rounded to the weight's dtype
+        # float32 arithmetic is within ~1e-7 of the size of its terms of exact,
+        # so it rounds the same way except where exact sits near a midpoint
+        off = got != want
+        mid = (got.double() + want.double()) / 2
+        # the size of the terms float32 sums (they may cancel)
+        mag = (w1a.abs() @ w1b.abs().reshape(w1b.shape[0], -1)) * (w2a.abs() @ w2b.abs().reshape(w2b.shape[0], -1))
+        size = w_half.double().abs() + 0.7 * adapter.scale * mag.reshape(w.shape)
+        assert ((exact - mid).abs() <= 1e-6 * size)[off].all()
+        assert off.float().mean() < 1e-3
 
 
 def test_apply_does_not_modify_inputs(tmp_path_factory):
