@@ -260,3 +260,27 @@ def test_loha_paths(tmp_path):
         ours = lycoris_ext.load_network(tmp_path / "l.safetensors")
         for a in ours.modules.values():
             assert (a.lowrank() is not None) == (a.product_rank <= KHATRI_RAO_MAX_RANK) == as_product
+
+
+def test_row_chunks_follow_the_device():
+    """Small chunks on a CPU (cache-sized); on other devices whole layers of
+    SDXL's size in one piece (each chunk costs kernel launches there)."""
+    import math
+
+    from lycoris_ext import functional
+
+    for device, budget in (("cpu", functional.ROW_CHUNK_BYTES), ("meta", functional.ROW_CHUNK_BYTES_GPU)):
+        target = torch.zeros(10240, 1280, device=device)
+        calls = []
+
+        def block(i, j):
+            calls.append((i, j))
+            return torch.ones(j - i, 1280, device=device)
+
+        functional.add_by_rows(target, 1, block, 0.5)
+        assert len(calls) == math.ceil(10240 / (budget // (4 * 1280)))
+        assert calls[0][0] == 0 and calls[-1][1] == 10240
+        assert all(a[1] == b[0] for a, b in zip(calls, calls[1:]))
+        if device == "cpu":
+            assert torch.equal(target, torch.full_like(target, 0.5))
+    assert len(calls) == 1
