@@ -196,6 +196,8 @@ class Adapter:
         return t
 
     def drop_device_cache(self) -> None:
+        """Forget the float32 copies :meth:`param` made (the runtime calls
+        this when the network is no longer wanted)."""
         self._device_cache.clear()
 
     def core_delta(self, weight: torch.Tensor, bias: torch.Tensor | None = None):

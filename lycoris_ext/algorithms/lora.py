@@ -67,6 +67,11 @@ class LoRA(Adapter):
         up, down = self._factors(device)
         return up * self.scale, down
 
+    def drop_device_cache(self) -> None:
+        super().drop_device_cache()
+        for t in self.__dict__.get("_truncations", {}).values():
+            t.drop_device_cache()
+
     def truncated(self, rank):
         """The first ``rank`` ranks, gamma unchanged (alpha over the file's rank).
 

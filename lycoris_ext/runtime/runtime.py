@@ -319,4 +319,6 @@ class Runtime:
         self._factors.drop(live)
         used = {id(u.network) for u in self._uses}
         for k in [k for k in self._resolutions if k not in used]:
-            del self._resolutions[k]
+            # a network no longer wanted keeps no float32 copies on the device
+            for adapter in self._resolutions.pop(k)[0].modules.values():
+                adapter.drop_device_cache()

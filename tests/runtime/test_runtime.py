@@ -140,6 +140,24 @@ def test_loha_joins_the_low_rank_product_without_being_kept(fresh):
     assert len(rt._factors) > 0  # the LoRA's are kept
 
 
+def test_unwanted_networks_keep_no_device_copies(fresh):
+    """The float32 copies an adapter makes of its tensors go when its network
+    is no longer wanted (on a GPU they would hold VRAM for every network the
+    cache keeps)."""
+    parts, tree, nets, make, snap = fresh
+    rt = make()
+    held = lambda net: sum(len(a._device_cache) + sum(len(t._device_cache) for t in a.__dict__.get("_truncations", {}).values())  # noqa: E731
+                           for a in net.modules.values())
+    rt.set([Use(nets["lora"], 1, 1, dyn=2), Use(nets["loha"], 1, 1)])
+    assert held(nets["lora"]) > 0 and held(nets["loha"]) > 0
+    rt.set([Use(nets["loha"], 0.5, 0.5)])
+    assert held(nets["lora"]) == 0 and held(nets["loha"]) > 0
+    rt.set([Use(nets["lora"], 1, 1, start=2)], step=0)  # wanted but not active yet: kept for later steps
+    assert held(nets["loha"]) == 0
+    rt.restore()
+    assert held(nets["lora"]) == 0
+
+
 def test_order_of_changes_does_not_matter(fresh):
     parts, tree, nets, make, snap = fresh
     rt = make()
