@@ -21,19 +21,8 @@ from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 from modules.sd_samplers_common import SamplerData, setup_img2img_steps
 
 
-def _euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    extra_args = extra_args or {}
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        d = (x - denoised) / sigmas[i]
-        if callback is not None:
-            callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
-        x = x + d * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-def _heun(model, x, sigmas, extra_args=None, callback=None, disable=None):
+def _sample(model, x, sigmas, extra_args=None, callback=None, second_order=False):
+    """k-diffusion's Euler, or Heun (a second denoiser call per step but the last)."""
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
@@ -42,7 +31,7 @@ def _heun(model, x, sigmas, extra_args=None, callback=None, disable=None):
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
         dt = sigmas[i + 1] - sigmas[i]
-        if sigmas[i + 1] == 0:
+        if not second_order or sigmas[i + 1] == 0:
             x = x + d * dt
         else:
             x_2 = x + d * dt
@@ -50,6 +39,14 @@ def _heun(model, x, sigmas, extra_args=None, callback=None, disable=None):
             d_2 = (x_2 - denoised_2) / sigmas[i + 1]
             x = x + (d + d_2) / 2 * dt
     return x
+
+
+def _euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    return _sample(model, x, sigmas, extra_args, callback)
+
+
+def _heun(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    return _sample(model, x, sigmas, extra_args, callback, second_order=True)
 
 
 class KDiffusionSampler(sd_samplers_common.Sampler):
