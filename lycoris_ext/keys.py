@@ -26,6 +26,10 @@ _ALIASES = {
 # ``attn1.processor.to_q_lora.up.weight`` is the ``to_q`` module's up.
 _GLUED = {"_lora.up.weight": "lora_up.weight", "_lora.down.weight": "lora_down.weight"}
 
+#: Spellings only diffusers/PEFT write (their files carry no ``.alpha``:
+#: the scale is 1 unless ``lora_adapter_metadata`` says otherwise).
+PEFT_SPELLINGS = tuple(k for k in (*_ALIASES, *_GLUED) if "lora" in k and "magnitude" not in k)
+
 SUFFIXES: dict[str, str] = {s: s for cls in REGISTRY for s in cls.suffixes}
 SUFFIXES.update(_ALIASES)
 _BY_LENGTH = sorted(SUFFIXES, key=len, reverse=True)
@@ -45,6 +49,11 @@ def split_key(key: str) -> tuple[str, str | None, str]:
         module, rest = key.split(".", 1)
         return module, None, rest
     return key, None, ""
+
+
+def is_peft_spelling(raw_key: str) -> bool:
+    """Whether a key uses a diffusers/PEFT spelling of a LoRA tensor."""
+    return raw_key.endswith(PEFT_SPELLINGS)
 
 
 def split_bundle_key(key: str) -> tuple[str, str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -10,7 +11,8 @@ import torch
 from .algorithms import ALGORITHMS, Adapter, Entry, build_adapter
 from .errors import NetworkFileError
 from .files import RawFile, read_network_file
-from .keys import split_bundle_key, split_key
+from .keys import is_peft_spelling, split_bundle_key, split_key
+from .peft_metadata import METADATA_KEY, SOURCE_DEFAULT, PartConfig, apply_adapter_metadata
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,29 @@ class Network:
     embeddings: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     unknown: list[UnknownKey] = field(default_factory=list)
     format: str = "safetensors"
+    #: Part prefix (None: unprefixed) -> the scale fields of its PEFT
+    #: ``lora_adapter_metadata``; empty when the file has none.
+    adapter_metadata: dict[str | None, PartConfig] = field(default_factory=dict)
+
+    @property
+    def scale_sources(self) -> dict[str, int]:
+        """How many modules got their scale from each source ("alpha tensor",
+        "adapter metadata", "default"); algorithms without alpha not counted."""
+        return dict(Counter(a.scale_source for a in self.modules.values() if a.scale_source is not None))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Facts a user should know before trusting the strength."""
+        out = []
+        peft = [k for k, a in self.modules.items()
+                if a.algorithm == "lora" and a.scale_source == SOURCE_DEFAULT and any(map(is_peft_spelling, a.raw_keys()))]
+        if peft:
+            out.append(
+                f"{len(peft)} diffusers/PEFT-style LoRA modules have neither an .alpha tensor nor {METADATA_KEY} "
+                "in the header: applied at scale 1 (alpha = rank), as diffusers loads them; a file trained with "
+                "lora_alpha != r (or rsLoRA) was saved without its scale and may act stronger or weaker than trained"
+            )
+        return out
 
     @property
     def name(self) -> str:
@@ -97,11 +122,12 @@ def build_network(raw: RawFile) -> Network:
             if suffix not in used:
                 unknown.append(UnknownKey(key, f"not used by {adapter.algorithm}"))
         modules[module] = adapter
+    configs = apply_adapter_metadata(modules, raw.metadata, raw.path)
     for name, tensors in embeddings.items():
         for tail, t in tensors.items():
             if not t.is_floating_point() or not bool(torch.isfinite(t.float()).all()):
                 raise NetworkFileError(raw.path, f"bundle_emb.{name}.{tail}", "bundled embedding is not a finite floating-point tensor")
-    return Network(raw.path, raw.metadata, modules, embeddings, unknown, raw.format)
+    return Network(raw.path, raw.metadata, modules, embeddings, unknown, raw.format, configs)
 
 
 def load_network(path: str | os.PathLike) -> Network:

@@ -113,10 +113,47 @@ def summarize(network: Network) -> dict:
             name: {"tensors": sorted(t), "vectors": sum(x.shape[0] if x.dim() > 1 else 1 for x in t.values())}
             for name, t in network.embeddings.items()
         },
+        **scale_fields(network),
         "unknown_keys": [{"key": u.key, "reason": u.reason} for u in network.unknown],
         "training": training_summary(network.metadata),
         "metadata": metadata,
     }
+
+
+def scale_fields(network: Network) -> dict:
+    """Where each module's scale came from, the adapter metadata read, warnings."""
+    return {
+        "scale_sources": network.scale_sources,
+        "scales": {k: {"scale": a.scale, "source": a.scale_source} for k, a in network.modules.items() if a.scale_source is not None},
+        "adapter_metadata": {(p if p is not None else ""): c.describe() for p, c in network.adapter_metadata.items()},
+        "warnings": network.warnings,
+    }
+
+
+def scale_facts(s: dict) -> list[tuple[str, str]]:
+    """``(label, text)`` lines of :func:`scale_fields` (for ``inspect`` and the metadata editor)."""
+    out = []
+    by_source: dict = {}
+    for m in (s.get("scales") or {}).values():
+        by_source.setdefault(m["source"], []).append(m["scale"])
+    parts = []
+    for src, n in (s.get("scale_sources") or {}).items():
+        v = by_source.get(src)
+        parts.append(f"{src} ({n}{', scale ' + _range({'min': min(v), 'max': max(v)}) if v else ''})")
+    if parts:
+        out.append(("scale from", "; ".join(parts)))
+    for prefix, c in (s.get("adapter_metadata") or {}).items():
+        desc = [f"r {c['r']:g}" if c.get("r") is not None else "r -",
+                f"lora_alpha {c['lora_alpha']:g}" if c.get("lora_alpha") is not None else "lora_alpha -"]
+        if c.get("use_rslora"):
+            desc.append("rsLoRA")
+        for k in ("rank_pattern", "alpha_pattern"):
+            if c.get(k):
+                desc.append(f"{k} " + ", ".join(f"{p}={v:g}" for p, v in c[k].items()))
+        out.append(("adapter metadata", f"{prefix or '(no prefix)'}: {', '.join(desc)}"))
+    for w in s.get("warnings") or []:
+        out.append(("warning", w))
+    return out
 
 
 PART_NAMES = {"te": "text encoder", "te1": "text encoder 1", "te2": "text encoder 2", "unet": "UNet", "unknown": "unknown part"}
@@ -144,6 +181,8 @@ def format_summary(s: dict) -> str:
     lines.append(f"  targets:     {parts or '-'}")
     lines.append(f"  key style:   {', '.join(f'{k} ({n})' for k, n in s['key_styles'].items()) or '-'}")
     lines.append(f"  base model:  {FAMILY_NAMES[s['base_model']]} ({s['base_model_reason']})")
+    for label, value in scale_facts(s):
+        lines.append(f"  {label + ':':<12} {value}")
     for name, e in s["embeddings"].items():
         lines.append(f"  embedding:   {name} ({e['vectors']} vectors: {', '.join(e['tensors'])})")
     if s["unknown_keys"]:

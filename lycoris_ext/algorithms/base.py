@@ -80,6 +80,10 @@ class Adapter:
         self.rank: int | None = None
         self.alpha: float | None = None
         self.scale = 1.0
+        #: Where ``scale`` came from: "alpha tensor", "adapter metadata"
+        #: (PEFT's ``lora_adapter_metadata``), "default" (no alpha: 1), or
+        #: None for algorithms without an alpha.
+        self.scale_source: str | None = None
         self.features: set[str] = set()
         for suffix, (raw, t) in self._entries.items():
             if not isinstance(t, torch.Tensor):
@@ -138,6 +142,13 @@ class Adapter:
         alpha = self.scalar(alpha_suffix)
         self.alpha = alpha
         self.scale = 1.0 if (not alpha or not rank) else alpha / rank
+        self.scale_source = "default" if alpha is None else "alpha tensor"
+
+    def set_scale(self, alpha: float, scale: float, source: str) -> None:
+        """A scale from outside the module's tensors (adapter metadata)."""
+        self.alpha = alpha
+        self.scale = scale
+        self.scale_source = source
 
     def _parse(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -146,7 +157,11 @@ class Adapter:
         m = self.tensor("dora_scale")
         shape = tuple(m.shape)
         self.features.add("dora")
-        if m.dim() == 1:
+        if self._entries["dora_scale"][0].endswith(("lora_magnitude_vector", "lora_magnitude_vector.weight")):
+            # PEFT: one magnitude per output row, (out,) for a Linear and
+            # (1, out, 1, 1) for a conv (its norm transposed).
+            self.magnitude_on_out = True
+        elif m.dim() == 1:
             self.magnitude_on_out = True
         elif shape[0] == m.numel():
             self.magnitude_on_out = True
@@ -291,12 +306,18 @@ class Adapter:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for _, t in self._entries.values())
 
+    def raw_keys(self) -> list[str]:
+        """This module's keys as the file spells them."""
+        return [raw for raw, _ in self._entries.values()]
+
     def consumed(self) -> set[str]:
         """Suffixes of this module the algorithm used."""
         return {s for s in self._entries if s in self.suffixes}
 
     def describe(self) -> dict:
         d = {"algorithm": self.algorithm, "rank": self.rank, "alpha": self.alpha, "scale": self.scale}
+        if self.scale_source is not None:
+            d["scale_source"] = self.scale_source
         if self.features:
             d["features"] = sorted(self.features)
         return d

@@ -13,7 +13,7 @@ from modules import ui_extra_networks_user_metadata
 from ..analysis import block_change
 from ..resolve.lbw import BlockSpecError, parse_block_weights
 from ..runtime.params import weight_view
-from ..summary import top_tags
+from ..summary import scale_facts, scale_fields, top_tags
 from .html import block_chart, resolution_table, text
 
 RE_COMMA = re.compile(r" *, *")
@@ -62,6 +62,7 @@ class LycorisMetadataEditor(ui_extra_networks_user_metadata.UserMetadataEditor):
             v = meta.get(key)
             if v not in (None, "", "None"):
                 rows.append((label, text(v)))
+        rows.extend(self.scale_rows(entry))
         started = meta.get("ss_training_started_at")
         if started:
             try:
@@ -69,6 +70,15 @@ class LycorisMetadataEditor(ui_extra_networks_user_metadata.UserMetadataEditor):
             except (ValueError, OverflowError, OSError):
                 pass
         return rows
+
+    def scale_rows(self, entry):
+        """Where the modules' scales came from (alpha tensors, PEFT adapter
+        metadata, default), the adapter metadata, and warnings."""
+        try:
+            net = self.page.ext.load(entry)
+        except Exception as e:  # noqa: BLE001 - shown to the user instead
+            return [("Scale:", text(f"file unreadable: {e}"))]
+        return [(f"{label[:1].upper()}{label[1:]}:", text(value)) for label, value in scale_facts(scale_fields(net))]
 
     def resolution(self, name):
         """The file's resolution against the loaded model (None without a model)."""
