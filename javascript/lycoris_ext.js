@@ -3,7 +3,8 @@
 // textarea values (never into HTML).
 
 (function() {
-    var TOKEN = /<(lora|lyco):((?:"[^"]*"|'[^']*'|[^>])*)>/g;
+    // The tags lycoris_ext/tokens.py TOKEN_KINDS lists (tests/test_tokens.py checks they agree).
+    var TOKEN = /<(lora|lyco|loractl):((?:"[^"]*"|'[^']*'|[^>])*)>/g;
 
     function app() {
         return typeof gradioApp === "function" ? gradioApp() : document;

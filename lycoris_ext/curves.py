@@ -1,9 +1,12 @@
 """Multiplier curves: ``weight@step`` keyframes (the syntax sd-webui-loractl and SD.Next read).
 
 ``0@0,1@0.5`` rises linearly from 0 at the start to 1 half-way and stays
-there. A step of at most 1.0 is a fraction of the pass's steps, above 1 an
-absolute step. Before the first keyframe the first weight holds, after the
-last the last. Keyframes may be separated by commas or semicolons.
+there. As in loractl, when no keyframe's step is above 1.0 the steps are
+fractions of the pass, with 1.0 on its last sampled step (``1@0,0@1`` ends at
+exactly 0); otherwise every step is an absolute sampling step (from 0).
+Before the first keyframe the first weight holds, after the last the last.
+Keyframes may be separated by commas or semicolons, and ``~`` may stand for
+``@`` (loractl's code accepts both).
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 
-_KEY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*@\s*((?:\d+\.?\d*|\.\d+))\s*$")
+#: Characters that separate a keyframe's weight from its step.
+MARKS = "@~"
+_KEY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*[@~]\s*((?:\d+\.?\d*|\.\d+))\s*$")
+
+
+def is_curve_text(text: str) -> bool:
+    """Whether a token value is written as keyframes rather than a number or a block list."""
+    return any(m in text for m in MARKS)
 
 
 @dataclass(frozen=True)
@@ -22,8 +32,15 @@ class Curve:
     keys: tuple[tuple[float, float], ...]  # (step or fraction, weight), in text order
     text: str = ""
 
+    @property
+    def fractional(self) -> bool:
+        """Steps are fractions of the pass (no keyframe above 1.0), as loractl decides."""
+        return max(s for s, _ in self.keys) <= 1.0
+
     def points(self, total: int) -> list[tuple[float, float]]:
-        pts = [((s * total if s <= 1.0 else s), w) for s, w in self.keys]
+        """Keyframes as (sampling step, weight); a fraction 1.0 is the pass's last step, ``total - 1``."""
+        last = max(int(total) - 1, 0)
+        pts = [((s * last if self.fractional else s), w) for s, w in self.keys]
         return sorted(pts, key=lambda p: p[0])
 
     def __call__(self, step: int, total: int) -> float:
@@ -53,7 +70,7 @@ def parse_weight(value) -> float | Curve:
     if isinstance(value, (int, float)):
         return float(value)
     text = str(value).strip()
-    if "@" not in text:
+    if not is_curve_text(text):
         try:
             return float(text)
         except ValueError:
@@ -64,7 +81,7 @@ def parse_weight(value) -> float | Curve:
             continue
         m = _KEY.match(part)
         if not m:
-            raise ValueError(f"'{part.strip()}' is not weight@step")
+            raise ValueError(f"'{part.strip()}' is not weight@step (or weight~step)")
         keys.append((float(m[2]), float(m[1])))
     if not keys:
         raise ValueError("empty curve")

@@ -11,6 +11,7 @@ import re
 from typing import Callable, Mapping
 
 from .library import quote_name
+from .tokens import TOKEN_KINDS
 
 _REMOVE = str.maketrans("", "", ":,")
 
@@ -34,7 +35,7 @@ def parse_hashes(text: str) -> dict[str, str]:
     return out
 
 
-_TOKEN_NAME = re.compile(r"<(lora|lyco):(\"[^\"]*\"|'[^']*'|[^:>]+)(?=[:>])")
+_TOKEN_NAME = re.compile(r"<(" + "|".join(TOKEN_KINDS) + r"):(\"[^\"]*\"|'[^']*'|[^:>]+)(?=[:>])")
 
 
 def remap_prompt(prompt: str, hashes: Mapping[str, str], lookup: Callable[[str], str | None]) -> str:

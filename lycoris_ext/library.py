@@ -23,13 +23,19 @@ from .resolve.family import family_from_header
 
 # Aliases that would shadow common words in prompts (as in A1111).
 FORBIDDEN_ALIASES = {"none"}
-_HASH_NAME = re.compile(r"#[0-9a-fA-F]{12,64}")
+#: A network named by its short hash: ``@`` and 12 to 64 hex digits (what a
+#: card inserts when no name fits), or ``#`` and the digits (older prompts;
+#: the WebUI's comments, on by default, cut a prompt at ``#``).
+HASH_MARK = "@"
+_HASH_NAME = re.compile(r"[@#][0-9a-fA-F]{12,64}")
 
 
 def token_safe(name: str) -> bool:
-    """Whether a name can be written in a prompt token (the WebUI's tokens end
-    at the first ``>``; a name with ``:`` needs a quote character it lacks)."""
-    if not name or ">" in name or name.startswith("#"):
+    """Whether a name can be written in a prompt token as it is: the WebUI's
+    tokens end at the first ``>``, its comments (on by default) drop
+    everything from ``#``, a name with ``:`` needs a quote character it lacks,
+    and a name that reads as a short hash would be taken for one."""
+    if not name or ">" in name or "#" in name or _HASH_NAME.fullmatch(name):
         return False
     if ":" in name or name[:1] in "\"'":
         return '"' not in name or "'" not in name
@@ -189,16 +195,16 @@ class NetworkLibrary:
     # ------------------------------------------------------------- lookups
     def find(self, token_name: str) -> NetworkEntry | None:
         """The entry a prompt's name means (unique name, relative path, stem,
-        alias, or ``#`` and the short hash)."""
+        alias, or ``@`` (or ``#``) and the short hash)."""
         if not token_name or "\x00" in token_name:
             return None
-        if _HASH_NAME.fullmatch(token_name):
-            return self.find_by_shorthash(token_name[1:].lower())
         with self._lock:
             e = self._by_key.get(token_name)
             if e is None and "\\" in token_name:
                 e = self._by_key.get(token_name.replace("\\", "/"))
-            return e
+        if e is None and _HASH_NAME.fullmatch(token_name):
+            return self.find_by_shorthash(token_name[1:].lower())
+        return e
 
     def find_by_shorthash(self, shorthash: str) -> NetworkEntry | None:
         with self._lock:
@@ -224,12 +230,12 @@ class NetworkLibrary:
 
     def display_name(self, entry: NetworkEntry, prefer_alias: bool = True) -> str:
         """The name a card inserts: the alias when it is unambiguous, else the
-        unique name; ``#`` and the short hash when neither fits in a token."""
+        unique name; ``@`` and the short hash when neither fits in a token."""
         names = ([entry.alias] if prefer_alias and self._by_key.get(entry.alias) is entry else []) + [entry.name]
         for n in names:
             if token_safe(n):
                 return n
-        return "#" + self.ensure_hash(entry)[:12]
+        return HASH_MARK + self.ensure_hash(entry)[:12]
 
     def __len__(self) -> int:
         return len(self.entries)

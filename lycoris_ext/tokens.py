@@ -19,9 +19,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
-from .curves import Curve, parse_weight
+from .curves import Curve, is_curve_text, parse_weight
 
 Weight = Union[float, Curve]
+
+#: The extra-network names whose tokens this project reads: ``lora``, and the
+#: aliases ``lyco`` (the old LyCORIS extension) and ``loractl`` (sd-webui-loractl).
+TOKEN_KINDS = ("lora", "lyco", "loractl")
 
 NAMED = {"te", "unet", "dyn", "lbw", "w", "x", "start", "stop", "step", "hr", "hrte", "hrunet", "lbwe"}
 
@@ -70,7 +74,7 @@ def _join_quoted(items: list) -> list:
 
 
 def _looks_like_blocks(v: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z][\w.+-]*", v)) or ("," in v and "@" not in v)
+    return bool(re.fullmatch(r"[A-Za-z][\w.+-]*", v)) or ("," in v and not is_curve_text(v))
 
 
 def _int(v: str, what: str, raw: str) -> int:
@@ -162,11 +166,11 @@ def parse_token(items, default_multiplier: float = 1.0) -> TokenSpec:
     return spec
 
 
-_TOKEN = re.compile(r"<(lora|lyco):((?:\"[^\"]*\"|'[^']*'|[^>])*)>")
+_TOKEN = re.compile(r"<(" + "|".join(TOKEN_KINDS) + r"):((?:\"[^\"]*\"|'[^']*'|[^>])*)>")
 
 
 def find_tokens(prompt: str) -> list[tuple[str, list[str], tuple[int, int]]]:
-    """``(kind, items, span)`` of every lora/lyco token in a prompt text."""
+    """``(kind, items, span)`` of every lora/lyco/loractl token in a prompt text."""
     out = []
     for m in _TOKEN.finditer(prompt):
         out.append((m[1], m[2].split(":"), m.span()))
@@ -174,7 +178,7 @@ def find_tokens(prompt: str) -> list[tuple[str, list[str], tuple[int, int]]]:
 
 
 def strip_tokens(prompt: str) -> tuple[str, list[list[str]]]:
-    """The prompt without lora/lyco tokens, and the tokens' items."""
+    """The prompt without lora/lyco/loractl tokens, and the tokens' items."""
     found = []
 
     def repl(m):

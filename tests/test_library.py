@@ -114,3 +114,27 @@ def test_cache_bounds_and_invalidation(tmp_path):
     one = cache.get(paths[0]).nbytes
     cache.resize(max_count=10, max_bytes=one)
     assert len(cache) == 1 and cache.nbytes <= one
+
+
+def test_names_no_token_can_hold_use_the_hash(tmp_path):
+    """'>' ends a token and '#' starts a WebUI comment: such names are written
+    as '@' and the short hash; '#' and the hash (older prompts) still resolve,
+    and a file really named like a hash wins over the hash reading."""
+    from lycoris_ext.library import token_safe
+
+    root = tmp_path / "L"
+    _write(str(root / "style#2.safetensors"), seed=1)
+    _write(str(root / "a>b.safetensors"), seed=2)
+    _write(str(root / "plain.safetensors"), seed=3)
+    lib = NetworkLibrary([str(root)])
+    for stem in ("style#2", "a>b"):
+        e = lib.find(stem)
+        name = lib.display_name(e)
+        assert name == "@" + lib.ensure_hash(e)[:12] and not token_safe(stem)
+        assert lib.find(name) is e and lib.find("#" + e.shorthash) is e and lib.find(name.upper()) is e
+    plain = lib.find("plain")
+    assert lib.display_name(plain) == "plain"
+    _write(str(root / ("@" + lib.ensure_hash(plain)[:12] + ".safetensors")), seed=4)
+    lib.refresh()
+    squatter = lib.find("@" + plain.shorthash)
+    assert squatter is not None and squatter.stem.startswith("@") and not token_safe(squatter.stem)

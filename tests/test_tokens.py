@@ -93,16 +93,46 @@ def test_find_and_strip_tokens():
 def test_curves():
     c = parse_weight("0@0,1@0.5")
     assert isinstance(c, Curve)
-    assert [c(s, 20) for s in (0, 5, 10, 15, 20)] == [0.0, 0.5, 1.0, 1.0, 1.0]
+    # fractions of the pass: 0.0 is step 0, 1.0 the last sampled step (20 of 0..20)
+    assert [c(s, 21) for s in (0, 5, 10, 15, 20)] == [0.0, 0.5, 1.0, 1.0, 1.0]
     c = parse_weight("1@5; 0@15")  # absolute steps, semicolons
     assert [c(s, 30) for s in (0, 5, 10, 15, 29)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     c = parse_weight("0.2@0.5, 1@0")  # any keyframe order
     assert c(0, 10) == 1.0 and c(5, 10) == pytest.approx(0.2) and c(9, 10) == pytest.approx(0.2)
     assert parse_weight("0.75") == 0.75 and parse_weight(2) == 2.0
+    c = parse_weight("1@0.5, 0@10")  # a step above 1: every step is absolute (loractl's rule)
+    assert [c(s, 30) for s in (0, 1, 10, 29)] == [1.0, pytest.approx(1 - 0.5 / 9.5), 0.0, 0.0]
     with pytest.raises(ValueError):
         parse_weight("a@1")
     with pytest.raises(ValueError):
         parse_weight("1@")
+
+
+@pytest.mark.parametrize("steps", [2, 3, 8, 20, 31])
+def test_curve_end_values_are_sampled(steps):
+    """loractl's README: ``1@0,0@1`` goes "back down to 0 when we finish": the
+    last sampled step (steps - 1) takes the value at 1.0, step 0 the value at 0.0."""
+    down, up = parse_weight("1@0,0@1"), parse_weight("0@0,1@1")
+    assert down(steps - 1, steps) == 0.0 and up(steps - 1, steps) == 1.0
+    assert down(0, steps) == 1.0 and up(0, steps) == 0.0
+    assert parse_weight("0@0,1@0.5")((steps - 1) / 2, steps) == 1.0
+
+
+def test_loractl_tilde_keyframes():
+    """loractl's code splits keyframes at '@' or '~': ``0~0,1~0.5`` is a curve, not block weights."""
+    tilde, at = parse_weight("0~0,1~0.5"), parse_weight("0@0,1@0.5")
+    assert isinstance(tilde, Curve) and [tilde(s, 11) for s in range(11)] == [at(s, 11) for s in range(11)]
+    spec = parse_token(["n", "0~0,1~0.5"])
+    assert spec.lbw is None and isinstance(spec.te, Curve) and spec.unet is spec.te
+    spec = parse_token(["n", "unet=0~0,1~0.5", "hr=1~0,0~1"])
+    assert isinstance(spec.unet, Curve) and isinstance(spec.hr_unet, Curve) and spec.te == 1.0
+    assert parse_token(["n", "1", "1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0"]).lbw  # lists stay block weights
+
+
+def test_loractl_token_kind():
+    found = find_tokens("a <loractl:one:0@0,1@1> <lora:two>")
+    assert [(k, i[0]) for k, i, _ in found] == [("loractl", "one"), ("lora", "two")]
+    assert strip_tokens("a <loractl:one:1>")[0] == "a "
 
 
 def test_hashes_format_matches_the_builtin():
@@ -121,3 +151,16 @@ def test_remap_prompt():
     assert remap_prompt(prompt, hashes, local) == (
         'x <lora:new_name:0.5> <lora:keep:1> <lyco:new_name> <lora:"with:colon":1> <lora:unknown:1>'
     )
+
+
+def test_front_end_reads_the_same_tags():
+    """The card and panel script edits exactly the tags the Python side reads."""
+    import os
+    import re
+
+    from lycoris_ext.tokens import TOKEN_KINDS
+
+    js = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "javascript", "lycoris_ext.js")
+    with open(js, encoding="utf-8") as f:
+        m = re.search(r"var TOKEN = /<\(([\w|]+)\):", f.read())
+    assert m and tuple(m[1].split("|")) == TOKEN_KINDS

@@ -57,8 +57,9 @@ class Use:
     ``te``/``unet`` multiply the text-encoder and UNet layers; ``blocks``
     (block ID -> weight) multiplies per block (text encoders are ``BASE``;
     layers outside the UNet's blocks always keep 1); ``dyn`` keeps the first
-    N ranks of LoRA layers; ``start``/``stop`` limit the network to sampling
-    steps ``start <= step < stop``.
+    N ranks of LoRA layers; ``start``/``stop`` limit the UNet's part to
+    sampling steps ``start <= step < stop`` (as LBW: the text encoders, which
+    run before sampling, keep their multiplier).
     """
 
     network: Network
@@ -99,9 +100,10 @@ class Use:
 
     def part_multiplier(self, part: str, step: int | None = None, total: int | None = None):
         """A number, or :class:`RowWeights` for a row-wise UNet multiplier."""
-        if not self.active(step):
+        te = part.startswith("te")
+        if not te and not self.active(step):
             return 0.0
-        w = self.te if part.startswith("te") else self.unet
+        w = self.te if te else self.unet
         if isinstance(w, RowWeights):
             if part.startswith("te"):
                 raise ValueError("per-image weights apply to the UNet only")

@@ -22,6 +22,7 @@ def take_over(ext) -> None:
     """
     from modules import extra_networks, ui_extra_networks
 
+    from ..tokens import TOKEN_KINDS
     from .extra_network import ExtraNetworkLycoris
     from .page import LycorisPage
 
@@ -29,12 +30,29 @@ def take_over(ext) -> None:
         if ext.extra_network is None:
             ext.extra_network = ExtraNetworkLycoris(ext)
         extra_networks.register_extra_network(ext.extra_network)
-    if not isinstance(extra_networks.extra_network_aliases.get("lyco"), ExtraNetworkLycoris):
-        extra_networks.register_extra_network_alias(ext.extra_network, "lyco")
+    for alias in TOKEN_KINDS[1:]:
+        if not isinstance(extra_networks.extra_network_aliases.get(alias), ExtraNetworkLycoris):
+            extra_networks.register_extra_network_alias(ext.extra_network, alias)
     pages = ui_extra_networks.extra_pages
     pages[:] = [p for p in pages if p.name != "lora" or isinstance(p, LycorisPage)]
     if not any(isinstance(p, LycorisPage) for p in pages):
         ui_extra_networks.register_page(LycorisPage(ext))
+
+
+def reclaim(ext):
+    """Take the ``lora`` token (and its aliases) back from another extension
+    that registered itself for it; returns that extension's network, or None."""
+    from modules import extra_networks
+
+    from .extra_network import ExtraNetworkLycoris
+
+    other = extra_networks.extra_network_registry.get("lora")
+    if other is None or isinstance(other, ExtraNetworkLycoris):
+        return None
+    ext.extra_network = ext.extra_network or ExtraNetworkLycoris(ext)
+    extra_networks.register_extra_network(ext.extra_network)
+    take_over(ext)
+    return other
 
 
 def setup(ext_dir: str):
@@ -56,7 +74,11 @@ def setup(ext_dir: str):
         xyz.register_axes(ext)
 
     def app_started(demo, app):
+        # With --nowebui there is no before_ui: the token and the plot axes are set up here.
+        from . import xyz
+
         take_over(ext)
+        xyz.register_axes(ext)
         api.add_routes(ext, app)
 
     script_callbacks.on_before_ui(before_ui)

@@ -21,7 +21,7 @@ from ..resolve.lbw import PRESETS_FILE, BlockSpecError, parse_block_weights, rea
 from ..runtime import MODES, NetworkCache, Runtime, Use
 from ..runtime.cache import file_stamp
 from ..summary import top_tags
-from ..tokens import TokenError, parse_token
+from ..tokens import TOKEN_KINDS, TokenError, parse_token
 from . import batch, host
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,22 @@ def sampling_step(params) -> tuple[int, int]:
     return int(params.sampling_step), steps
 
 
+def owner_of(obj) -> str:
+    """The extension (folder name) whose code defines ``obj``'s class, else the class's module."""
+    cls = type(obj)
+    files = [f.__code__.co_filename for f in vars(cls).values() if hasattr(f, "__code__")]
+    try:
+        from modules import extensions
+
+        for e in extensions.extensions:
+            root = os.path.abspath(e.path) + os.sep
+            if any(os.path.abspath(f).startswith(root) for f in files):
+                return e.name
+    except Exception:  # noqa: BLE001 - only a label for a message
+        pass
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class LycorisExtension:
     def __init__(self, ext_dir: str):
         self.ext_dir = ext_dir
@@ -82,6 +98,10 @@ class LycorisExtension:
         self._te_meaning: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.extra_network = None
         self.panel_script = None
+        # activations so far, and the count when the WebUI last finished activating
+        self._activations = 0
+        self._activations_checked = 0
+        self._takeovers_reported: set[str] = set()
 
     # --------------------------------------------------------------- files
     @staticmethod
@@ -263,7 +283,7 @@ class LycorisExtension:
 
     @staticmethod
     def _our_params(data) -> list:
-        return [a for k, args in (data or {}).items() if k in ("lora", "lyco") for a in args]
+        return [a for k, args in (data or {}).items() if k in TOKEN_KINDS for a in args]
 
     def is_hires_activation(self, p, params_list) -> bool:
         """The hires pass, or the hires networks activated early to compute its conds (lowvram)."""
@@ -278,6 +298,7 @@ class LycorisExtension:
     def activate(self, p, params_list) -> PassResult:
         from . import embeddings
 
+        self._activations += 1
         hires = self.is_hires_activation(p, params_list)
         result = PassResult()
         plan = batch.plan_batch(p, hires, float(host.opt("lycoris_default_multiplier", 1.0)))
@@ -295,6 +316,61 @@ class LycorisExtension:
         self.record(p, uses, result, hires, plan)
         self.last = result
         return result
+
+    # ------------------------------- generations this extension was not asked for
+    def clear(self, p) -> None:
+        """Nothing of this extension in the model (free when nothing is applied)."""
+        p.__dict__.pop("get_conds_with_caching", None)
+        p.lycoris_plan = None
+        self._rows_off()
+        rt = self.runtime(create=False)
+        if rt is not None and rt.uses:
+            self.set_uses(p, [])
+
+    def generation_started(self, p) -> None:
+        """Before anything is activated: a generation that activates no extra
+        network at all (``disable_extra_networks``) gets the plain model."""
+        if getattr(p, "disable_extra_networks", False):
+            self.clear(p)
+
+    def batch_started(self, p) -> None:
+        """Before each batch's activation: take the ``lora`` token back when
+        another extension registered its own handler for it (sd-webui-loractl
+        does in every generation), so tokens are applied once, by this extension."""
+        from . import reclaim
+
+        other = reclaim(self)
+        if other is not None:
+            self._report_takeover(p, f"Another extension ({owner_of(other)}) registered its own handler for "
+                                     "<lora:...> tokens; this extension took them back (loractl's weight curves "
+                                     "and <loractl:...> tokens are read here too)")
+
+    def activation_finished(self, p, extra_network_data) -> None:
+        """After the WebUI activated the extra networks of a pass: if no call
+        reached this extension (another extension holds the ``lora`` slot and
+        the prompt has no token for this one), none of its weights stay on."""
+        reached = self._activations != self._activations_checked
+        self._activations_checked = self._activations
+        if reached:
+            return
+        self.clear(p)
+        from modules import extra_networks
+
+        for kind in TOKEN_KINDS:
+            if (extra_network_data or {}).get(kind):
+                other = extra_networks.extra_network_registry.get(kind) or extra_networks.extra_network_aliases.get(kind)
+                if other is not None:
+                    self._report_takeover(p, f"<{kind}:...> tokens were handled by {owner_of(other)}, not by this "
+                                             "extension: its block weights (lbw=) and schedules did not apply", every_time=True)
+
+    def _report_takeover(self, p, message: str, every_time: bool = False) -> None:
+        """In the generation info, and once per message in the console."""
+        if message not in self._takeovers_reported:
+            self._takeovers_reported.add(message)
+            log.warning(message)
+        elif not every_time:
+            return
+        p.comment(message)
 
     TE_MEANINGS_KEPT = 32
 

@@ -113,6 +113,17 @@ def make_panel_script(ext):
         def show(self, is_img2img):
             return scripts.AlwaysVisible
 
+        # Every generation passes here (always-on script), whatever other extensions do
+        # to the extra-network registry: see LycorisExtension.activation_finished.
+        def process(self, p, *args):
+            logic.ext.generation_started(p)
+
+        def before_process_batch(self, p, *args, **kwargs):
+            logic.ext.batch_started(p)
+
+        def after_extra_networks_activate(self, p, *args, **kwargs):
+            logic.ext.activation_finished(p, kwargs.get("extra_network_data"))
+
         def postprocess(self, p, processed, *args):
             """With the setting on, a plot of each scheduled network's weights per step."""
             if not host.opt("lycoris_plot_weights", False):

@@ -150,7 +150,7 @@ def test_hostile_names_metadata_and_user_metadata_stay_text(webui, page):
     from lycoris_ext.tokens import find_tokens, parse_token
 
     found = [webui.ext.library.find(parse_token(items).name) for _, items, _ in find_tokens(text)]
-    # one usable token per card: the alias verbatim when a token can hold it, else "#<hash>"
+    # one usable token per card: the alias verbatim when a token can hold it, else "@<hash>"
     assert len(found) == len(names) and None not in found
     assert len({e.path for e in found}) == len(names)
     assert "<lora:'\"><img src=x onerror=\"window.__pwned=2\">'" not in text  # no '>' inside a token

@@ -236,19 +236,23 @@ def test_step_schedule_through_cfg_denoiser(webui):
     def probe(params):
         rt = orig(create=False)
         w.ext.on_cfg_denoiser(params)
-        steps_seen.append((params.denoiser.step, rt.effective_mode, rt.layers()["hooked"] > 0 and bool(rt._applied)))
+        unet = any(tid[0] == "unet" for tid in rt._applied)
+        te = any(tid[0].startswith("te") for tid in rt._applied)
+        steps_seen.append((params.denoiser.step, rt.effective_mode, unet, te))
 
     from modules import script_callbacks
 
     script_callbacks.on_cfg_denoiser(probe)
     run(w, "x <lora:a:1:start=2:stop=4>", steps=6)
     # steps count from 0 and are exact (params.sampling_step lags the denoiser by one call)
-    assert [on for _, _, on in steps_seen] == [False, False, True, True, False, False]
-    assert all(mode == "bypass" for _, mode, _ in steps_seen)
+    assert [on for _, _, on, _ in steps_seen] == [False, False, True, True, False, False]
+    # as in LBW, start/stop act on the UNet: the text encoder's part stays on
+    assert all(te for *_, te in steps_seen)
+    assert all(mode == "bypass" for _, mode, *_ in steps_seen)
     # a second-order sampler calls the denoiser twice per step (but the last): steps 0,0,1,1,2
     steps_seen.clear()
     run(w, "x <lora:a:1:start=1:stop=2>", steps=3, sampler_name="Heun")
-    assert [on for _, _, on in steps_seen] == [False, False, True, True, False]
+    assert [on for _, _, on, _ in steps_seen] == [False, False, True, True, False]
 
 
 # ------------------------------------------------------------------ infotext
