@@ -15,6 +15,11 @@ from .keys import is_peft_spelling, split_bundle_key, split_key
 from .peft_metadata import METADATA_KEY, SOURCE_DEFAULT, PartConfig, apply_adapter_metadata
 
 
+#: Header keys of trainers whose diffusers/PEFT-style files fold alpha into
+#: ``lora_B`` (scale 1 is their trained strength): OneTrainer.
+FOLDS_ALPHA = ("ot_branch", "ot_revision")
+
+
 @dataclass(frozen=True)
 class UnknownKey:
     """A key no algorithm consumed, and why."""
@@ -52,6 +57,8 @@ class Network:
     def warnings(self) -> list[str]:
         """Facts a user should know before trusting the strength."""
         out = []
+        if any(k in self.metadata for k in FOLDS_ALPHA):
+            return out
         peft = [k for k, a in self.modules.items()
                 if a.algorithm == "lora" and a.scale_source == SOURCE_DEFAULT and any(map(is_peft_spelling, a.raw_keys()))]
         if peft:
