@@ -203,7 +203,7 @@ def convert(networks, output, rank: int | None = None, energy: float | None = No
 
 def _one(t, contribs, ck, layout, factors, col: Collector, rank, energy, conv_rank, dt) -> None:
     w32 = b32 = None
-    if ck is not None:
+    if ck is not None and any(_needs_weight(c.adapter) for c in contribs):
         wkey = layout.key(t.part, t.path, t.param)
         w32 = target_slice(ck.read(wkey), t).float()
         bkey = layout.key(t.part, t.path, t.bias) if t.bias is not None else None

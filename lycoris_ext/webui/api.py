@@ -15,6 +15,7 @@ import json
 
 from ..errors import NetworkFileError
 from ..summary import decoded_metadata, summarize
+from . import tools_api
 
 ROUTES = (("/sdapi/v1/loras", "GET"), ("/sdapi/v1/refresh-loras", "POST"))
 MAX_NAME = 1024
@@ -69,3 +70,4 @@ def add_routes(ext, app) -> None:
     app.add_api_route("/sdapi/v1/loras", get_loras, methods=["GET"])
     app.add_api_route("/sdapi/v1/refresh-loras", refresh_loras, methods=["POST"])
     app.add_api_route("/lycoris/v1/networks/{name:path}", get_network, methods=["GET"])
+    tools_api.add_tool_routes(ext, app)  # POST /lycoris/v1/bake and /lycoris/v1/convert
