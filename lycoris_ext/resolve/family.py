@@ -14,7 +14,14 @@ from ..network import Network
 from ..keys import split_key
 from .styles import split_prefix
 
+# The one table of base-model families. Keys: ``sd1``, ``sd2``, ``sdxl``, ``sd``
+# (SD1 or SD2: a file that cannot tell) and ``unknown``.
+#: The name said in reports and messages.
 FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sd": "SD1/SD2", "sdxl": "SDXL", "unknown": "unknown"}
+#: The WebUI's "Stable Diffusion version" of a card (user metadata ``sd version``).
+FAMILY_LABELS = {"sd1": "SD1", "sd2": "SD2", "sd": "SD1", "sdxl": "SDXL", "unknown": "Unknown"}
+#: A label the user chose, back to a family (``SD1`` means SD1, not "SD1 or SD2").
+LABEL_FAMILIES = {"SD1": "sd1", "SD2": "sd2", "SDXL": "sdxl", "Unknown": "unknown"}
 
 
 def compatible(file_family: str, model_family: str) -> bool:

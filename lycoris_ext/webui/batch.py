@@ -1,7 +1,9 @@
-"""Per-image networks in a batch, and networks in the negative prompt.
+"""Per-image networks in a batch, and networks in the negative prompt: the A1111 side.
 
 The WebUI activates the networks of a batch's first prompt for every image
-and never reads tokens in negative prompts. Here each image gets its own:
+and never reads tokens in negative prompts. Here each image gets its own
+(the plan is :mod:`lycoris_ext.plan`'s; this module reads the batch's prompts
+and does the WebUI's part):
 
 - text encoder: the conditioning of each group of images with the same
   text-encoder networks is computed with exactly those networks (the
@@ -16,67 +18,7 @@ token takes the ordinary path (the configured mode, the WebUI's cache).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
-
-from ..runtime import Use
-from ..runtime.uses import RowWeights
-from ..tokens import TokenError, TokenSpec, parse_token, strip_tokens
-
-
-def _signature(spec: TokenSpec, hires: bool) -> tuple:
-    te, unet = spec.multipliers(hires)
-    return (spec.name, str(te), str(unet), spec.dyn, spec.lbw, spec.x, spec.start, spec.stop)
-
-
-@dataclass
-class ImageTokens:
-    positive: list[TokenSpec] = field(default_factory=list)
-    negative: list[TokenSpec] = field(default_factory=list)
-
-
-@dataclass
-class BatchPlan:
-    hires: bool
-    images: list[ImageTokens]
-    prompts: list[str]
-    negative_prompts: list[str]
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def mixed(self) -> bool:
-        keys = {tuple(_signature(s, self.hires) for s in img.positive) for img in self.images}
-        return len(keys) > 1
-
-    @property
-    def has_negative(self) -> bool:
-        return any(img.negative for img in self.images)
-
-    @property
-    def special(self) -> bool:
-        """Whether this batch needs the per-image path."""
-        return self.mixed or self.has_negative
-
-    def te_key(self, i: int, negative_side: bool) -> tuple:
-        img = self.images[i]
-        specs = img.positive + (img.negative if negative_side else [])
-        out = []
-        for s in specs:
-            te, _ = s.multipliers(self.hires)
-            out.append((s.name, str(te), s.dyn, s.lbw, s.x))
-        return tuple(out)
-
-
-def _parse_all(prompt: str, default: float, errors: list[str]) -> tuple[str, list[TokenSpec]]:
-    text, found = strip_tokens(prompt or "")
-    specs = []
-    for items in found:
-        try:
-            specs.append(parse_token(items, default))
-        except TokenError as e:
-            errors.append(str(e))
-    return text, specs
 
 
 def batch_slice(p, hires: bool) -> tuple[list[str], list[str]] | None:
@@ -95,65 +37,6 @@ def batch_slice(p, hires: bool) -> tuple[list[str], list[str]] | None:
     if len(pos) != n:
         return None
     return pos, neg + [""] * (n - len(neg))
-
-
-def plan_batch(p, hires: bool, default: float) -> BatchPlan | None:
-    raw = batch_slice(p, hires)
-    if raw is None:
-        return None
-    pos, neg = raw
-    errors: list[str] = []
-    images, prompts, negatives = [], [], []
-    for a, b in zip(pos, neg):
-        text, pspecs = _parse_all(a, default, errors)
-        ntext, nspecs = _parse_all(b, default, errors)
-        images.append(ImageTokens(pspecs, nspecs))
-        prompts.append(text)
-        negatives.append(ntext)
-    return BatchPlan(hires, images, prompts, negatives, sorted(set(errors)))
-
-
-def row_uses(plan: BatchPlan, make_use) -> list[Use]:
-    """One row-wise UNet use per distinct token, weighted per image and side.
-
-    ``make_use(spec, te, unet, scale)`` builds the Use (the caller resolves
-    the network); it returns None for a missing network.
-    """
-    n = len(plan.images)
-    groups: dict[tuple, tuple[TokenSpec, list[float], list[float]]] = {}
-    for i, img in enumerate(plan.images):
-        for side, specs in (("positive", img.positive), ("negative", img.negative)):
-            for s in specs:
-                key = (side,) + _signature(s, plan.hires)
-                if key not in groups:
-                    groups[key] = (s, [0.0] * n, [0.0] * n)
-                _, cond, unc = groups[key]
-                if side == "positive":
-                    cond[i] = 1.0
-                unc[i] = 1.0
-    uses = []
-    for (side, *_), (spec, cond, unc) in groups.items():
-        _, unet = spec.multipliers(plan.hires)
-        use = make_use(spec, 0.0, RowWeights(tuple(cond), tuple(unc)), unet)
-        if use is not None:
-            uses.append(use)
-    return uses
-
-
-def te_uses(plan: BatchPlan, key: tuple, make_use) -> list[Use]:
-    """Text-encoder-only uses for one group of images (``key`` from :meth:`BatchPlan.te_key`)."""
-    uses = []
-    for i, img in enumerate(plan.images):
-        for neg in (False, True):
-            if plan.te_key(i, neg) == key:
-                specs = img.positive + (img.negative if neg else [])
-                for s in specs:
-                    te, _ = s.multipliers(plan.hires)
-                    use = make_use(s, te, 0.0, 1.0)
-                    if use is not None:
-                        uses.append(use)
-                return uses
-    return uses
 
 
 # ------------------------------------------------------------ conditioning

@@ -14,31 +14,19 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .. import infotext
-from ..errors import NetworkApplyError, NetworkFileError
 from ..library import NetworkLibrary, default_hash
-from ..resolve.family import FAMILY_NAMES, compatible
-from ..resolve.lbw import PRESETS_FILE, BlockSpecError, parse_block_weights, read_presets
+from ..plan import Activation, Job, PassResult, Planner, add_words
+from ..resolve.family import compatible
+from ..resolve.lbw import PRESETS_FILE, read_presets
 from ..runtime import MODES, NetworkCache, Runtime, Use
 from ..runtime.cache import file_stamp
 from ..summary import top_tags
-from ..tokens import TOKEN_KINDS, TokenError, parse_token
+from ..tokens import TOKEN_KINDS
 from . import batch, host
 
 log = logging.getLogger(__name__)
 
 LBW_PRESETS = os.path.join("sd-webui-lora-block-weight", "scripts", PRESETS_FILE)
-
-
-@dataclass
-class PassResult:
-    """What one activation did, for the generation info and the UI."""
-
-    applied: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    other_model: list[str] = field(default_factory=list)
-    partial: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def _hashes_for_image(p, index, all_prompts=None, **_):
@@ -92,6 +80,7 @@ class LycorisExtension:
         self.library = NetworkLibrary(host.network_dirs(), hasher=self._hash)
         self.cache = NetworkCache(int(host.opt("lycoris_cache_count", 16)), int(host.opt("lycoris_cache_mb", 4096)) << 20)
         self._runtimes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self.planner = Planner(self.library, self.load, self.presets, self.refresh)
         self.last: PassResult = PassResult()
         self._embeddings: dict[str, object] = {}
         # tokens -> what they meant for the text encoder when last activated
@@ -184,96 +173,15 @@ class LycorisExtension:
         self._runtimes.clear()
 
     # --------------------------------------------------------- activation
-    def use_for_spec(self, spec, result: PassResult, cache: dict, te=None, unet=None, scale=1.0, hires=False) -> Use | None:
-        """The :class:`Use` for one parsed token (None, with the reason in ``result``)."""
-        if spec.name not in cache:
-            entry = self.library.find(spec.name)
-            if entry is None or entry.changed_on_disk():  # new, rewritten (new hash) or deleted
-                self.refresh()
-                entry = self.library.find(spec.name)
-            if entry is None:
-                cache[spec.name] = None
-                result.missing.append(spec.name)
-            else:
-                try:
-                    cache[spec.name] = (entry, self.load(entry))
-                except FileNotFoundError:  # deleted since the last scan
-                    self.refresh()
-                    cache[spec.name] = None
-                    result.missing.append(spec.name)
-                except (NetworkFileError, OSError) as e:
-                    cache[spec.name] = None
-                    result.errors.append(f"{spec.name}: {getattr(e, 'reason', e)}")
-        hit = cache[spec.name]
-        if hit is None:
-            return None
-        entry, net = hit
-        blocks = None
-        if spec.lbw:
-            try:
-                if "__presets__" not in cache:
-                    cache["__presets__"] = self.presets()
-                blocks = parse_block_weights(spec.lbw, cache["__presets__"], x=spec.x if spec.x is not None else 1.0)
-            except BlockSpecError as e:
-                result.errors.append(f"{spec.name}: {e}")
-                return None
-        if te is None or unet is None:
-            te, unet = spec.multipliers(hires)
-        return Use(net, te, unet, dyn=spec.dyn, blocks=blocks, start=spec.start, stop=spec.stop,
-                   name=spec.name, scale=scale, extra={"entry": entry, "spec": spec})
-
-    def uses_for(self, params_list, hires: bool, result: PassResult) -> list[Use]:
-        default = float(host.opt("lycoris_default_multiplier", 1.0))
-        cache: dict = {}
-        uses = []
-        for params in params_list:
-            try:
-                spec = parse_token(params.items, default)
-            except TokenError as e:
-                result.errors.append(str(e))
-                continue
-            result.warnings.extend(spec.warnings)
-            use = self.use_for_spec(spec, result, cache, hires=hires)
-            if use is not None:
-                uses.append(use)
-        return uses
-
-    def set_uses(self, p, uses: list[Use], result: PassResult | None = None):
-        """``runtime.set`` at step 0; a network that fails is left out, the others apply."""
-        rt = self.runtime()
-        if rt is None:
-            return None, []
-        uses = list(uses)
-        while True:
-            try:
-                return rt.set(uses, step=0, total_steps=self.total_steps(p), mode=self.mode()), uses
-            except NetworkApplyError as e:
-                if result is not None:
-                    result.errors.append(str(e))
-                keep = [u for u in uses if u.label != e.network]
-                uses = keep if len(keep) < len(uses) else []
-
-    def apply(self, p, uses: list[Use], result: PassResult) -> list[Use]:
-        report, uses = self.set_uses(p, uses, result)
-        if report is None:
-            return uses
-        rt = self.runtime()
-        seen = set()
-        for n in report.networks:
-            if n.name in seen:
-                continue
-            seen.add(n.name)
-            if n.skipped and n.verdict == "made for another base model":
-                fam = rt.resolution(next(u.network for u in uses if u.label == n.name)).file_family
-                result.other_model.append(f"{n.name} (made for {FAMILY_NAMES.get(fam, fam)})")
-            elif n.skipped:
-                result.errors.append(f"{n.name}: {n.skipped}")
-            else:
-                result.applied.append(n.name)
-                if n.verdict != "fits":
-                    result.partial.append(f"{n.name} ({n.summary})")
-            result.warnings.extend(f"{n.name}: {w}" for w in n.warnings)
-        return uses
+    def read_job(self, p, params_list, hires: bool) -> Job:
+        """This pass of this batch, read from the processing object once."""
+        raw = batch.batch_slice(p, hires)
+        prompts, negatives = raw if raw is not None else ((), ())
+        n = len(getattr(p, "prompts", None) or []) or 1
+        first = int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", n) or n)
+        return Job(tokens=tuple(tuple(params.items) for params in params_list), prompts=tuple(prompts),
+                   negative_prompts=tuple(negatives), hires=hires, steps=self.total_steps(p), first_index=first,
+                   default_multiplier=float(host.opt("lycoris_default_multiplier", 1.0)))
 
     @staticmethod
     def total_steps(p) -> int:
@@ -296,26 +204,38 @@ class LycorisExtension:
         return list(params_list) != first and list(params_list) == self._our_params(hr)
 
     def activate(self, p, params_list) -> PassResult:
+        """The WebUI's call for one pass: plan, apply to the model, write back."""
         from . import embeddings
 
         self._activations += 1
         hires = self.is_hires_activation(p, params_list)
-        result = PassResult()
-        plan = batch.plan_batch(p, hires, float(host.opt("lycoris_default_multiplier", 1.0)))
-        if plan is not None and plan.special:
-            uses = self.activate_batch(p, plan, result)
+        act = self.planner.plan(self.read_job(p, params_list, hires))
+        self._act = act
+        if act.per_image:
+            # The WebUI feeds negative prompts to the text encoder as they are: take our tokens out.
+            if act.batch.has_negative:
+                setattr(p, "hr_negative_prompts" if hires else "negative_prompts", list(act.batch.negative_prompts))
         else:
             p.__dict__.pop("get_conds_with_caching", None)
             p.lycoris_plan = None
             self._rows_off()
-            uses = self.apply(p, self.uses_for(params_list, hires, result), result)
-            self.check_cached_conds(p, params_list, hires, uses, result)
-        embeddings.register(self, [u.network for u in uses])
-        self.add_trigger_words(p, uses, hires, plan)
-        self.note_schedule(p, uses, hires)
-        self.record(p, uses, result, hires, plan)
-        self.last = result
-        return result
+        rt = self.runtime()
+        if rt is not None:
+            self.planner.apply(rt, act, self.mode())
+        if act.per_image:
+            # text encoders per group of images at encoding; the UNet's rows before each call
+            p.lycoris_plan = act.batch
+            p.get_conds_with_caching = batch.conds_function(self, p)
+            self._rows_on()
+        else:
+            self.check_cached_conds(p, params_list, hires, act.uses, act.result)
+        self.planner.conclude(act)
+        embeddings.register(self, [u.network for u in act.uses])
+        self.add_trigger_words(p, act)
+        self.note_schedule(p, act.uses, hires)
+        self.record(p, act)
+        self.last = act.result
+        return act.result
 
     # ------------------------------- generations this extension was not asked for
     def clear(self, p) -> None:
@@ -325,7 +245,7 @@ class LycorisExtension:
         self._rows_off()
         rt = self.runtime(create=False)
         if rt is not None and rt.uses:
-            self.set_uses(p, [])
+            self.planner.set_uses(rt, [], self.total_steps(p), self.mode())
 
     def generation_started(self, p) -> None:
         """Before anything is activated: a generation that activates no extra
@@ -411,26 +331,20 @@ class LycorisExtension:
             return [text]
         return [tag for tag, _ in top_tags(entry.metadata, self.TAG_WORDS)]
 
-    def add_trigger_words(self, p, uses, hires: bool, plan) -> None:
+    def add_trigger_words(self, p, act: Activation) -> None:
         """Append missing trigger words to the prompts the text encoder sees and the infotext shows."""
         if not host.opt("lycoris_trigger_words", False):
             return
+        hires = act.job.hires
         prompts = getattr(p, "hr_prompts" if hires else "prompts", None)
         all_prompts = getattr(p, "all_hr_prompts" if hires else "all_prompts", None)
         if not prompts:
             return
-        applied = {u.label: u.extra.get("entry") for u in uses if u.extra.get("entry") is not None}
-        first = int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", len(prompts)) or len(prompts))
-        for i in range(len(prompts)):
-            names = [s.name for s in plan.images[i].positive] if plan is not None and plan.special else list(applied)
-            words = [w for n in names if n in applied for w in self.trigger_words(applied[n])]
-            for lst, k in ((prompts, i), (all_prompts, first + i)):
-                if lst is None or k >= len(lst):
-                    continue
-                text = lst[k]
-                missing = [w for w in words if w and w.lower() not in text.lower()]
-                if missing:
-                    lst[k] = text + (", " if text.strip() else "") + ", ".join(dict.fromkeys(missing))
+        words = self.planner.trigger_words(act, self.trigger_words)
+        for i in range(min(len(prompts), len(words))):
+            for lst, k in ((prompts, i), (all_prompts, act.job.first_index + i)):
+                if lst is not None and k < len(lst):
+                    lst[k] = add_words(lst[k], words[i])
 
     def note_schedule(self, p, uses, hires: bool) -> None:
         from .plot import weight_series
@@ -440,34 +354,11 @@ class LycorisExtension:
         plots = p.__dict__.setdefault("lycoris_plot", {})
         plots["Hires pass" if hires else "First pass"] = (total, series)
 
-    def activate_batch(self, p, plan, result: PassResult) -> list[Use]:
-        """Per-image networks: row-wise UNet uses now, text encoders per group at encoding."""
-        result.errors.extend(plan.errors)
-        cache: dict = {}
-
-        def make_use(spec, te, unet, scale):
-            return self.use_for_spec(spec, result, cache, te=te, unet=unet, scale=scale, hires=plan.hires)
-
-        self._batch = (plan, make_use)
-        # The WebUI feeds negative prompts to the text encoder as they are: take our tokens out.
-        if plan.has_negative:
-            if plan.hires:
-                p.hr_negative_prompts = list(plan.negative_prompts)
-            else:
-                p.negative_prompts = list(plan.negative_prompts)
-        rows = batch.row_uses(plan, make_use)
-        uses = self.apply(p, rows, result)
-        p.lycoris_plan = plan
-        p.get_conds_with_caching = batch.conds_function(self, p)
-        self._rows_on()
-        return uses
-
     def set_text_encoder(self, p, plan, key) -> None:
         """Called while encoding: the row-wise UNet uses plus one group's text-encoder uses."""
-        _, make_use = self._batch
         rt = self.runtime()
         rows = [u for u in rt.uses if u.rowwise]
-        self.set_uses(p, rows + batch.te_uses(plan, key, make_use))
+        self.planner.set_uses(rt, rows + self.planner.te_uses(self._act, key), self.total_steps(p), self.mode())
 
     # -------------------------------------------------------- row context
     def _rows_on(self) -> None:
@@ -502,48 +393,30 @@ class LycorisExtension:
             hook[3].rows.clear()
         self._row_hook = None
 
-    def record(self, p, uses: list[Use], result: PassResult, hires: bool, plan=None) -> None:
+    def record(self, p, act: Activation) -> None:
         """Hashes into the infotext (the built-in's format, per image when images
         differ) and messages into the generation info."""
+        hires = act.job.hires
         if host.opt("lycoris_hashes_to_infotext", True):
-            hashes = {}
-            for u in uses:
-                if u.label in result.applied:
-                    h = self.library.ensure_hash(u.extra["entry"])
-                    if h:
-                        hashes[u.label] = h[:12]
             if not hires or not hasattr(p, "lora_hashes"):
                 p.lora_hashes = {}
-            p.lora_hashes.update({infotext.clean_name(k): v for k, v in hashes.items()})
+            p.lora_hashes.update({infotext.clean_name(k): v for k, v in act.hashes.items()})
             per_image = p.__dict__.setdefault("lycoris_image_hashes", {})
-            n = len(getattr(p, "prompts", None) or []) or 1
-            first = int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", n) or n)
-            for i in range(n):
-                names = [s.name for s in plan.images[i].positive + plan.images[i].negative] if plan is not None and plan.special else list(hashes)
-                if not hires or first + i not in per_image:
-                    per_image[first + i] = {}
-                per_image[first + i].update({infotext.clean_name(k): hashes[k] for k in names if k in hashes})
-            if plan is not None and plan.special:
+            for i, hashes in act.hashes_per_image.items():
+                if not hires or i not in per_image:
+                    per_image[i] = {}
+                per_image[i].update({infotext.clean_name(k): v for k, v in hashes.items()})
+            if act.per_image:
                 p.lycoris_special = True
             if getattr(p, "lycoris_special", False):
                 p.extra_generation_params["Lora hashes"] = _hashes_for_image
             elif p.lora_hashes:
                 p.extra_generation_params["Lora hashes"] = infotext.format_hashes(p.lora_hashes)
-        messages = []
-        if result.missing:
-            messages.append("Lora not found: " + ", ".join(result.missing))
-        if result.other_model:
-            messages.append("Networks for another base model, not applied: " + ", ".join(result.other_model))
-        if result.errors:
-            messages.append("Networks with errors: " + "; ".join(result.errors))
-        if result.partial:
-            messages.append("Networks partly applied: " + "; ".join(result.partial))
-        if result.warnings:
-            messages.append("Network warnings: " + "; ".join(result.warnings))
+        messages = act.result.messages()
         for m in messages:
             p.comment(m)
             log.warning(m)
-        if messages and host.opt("lycoris_missing_popup", False) and (result.missing or result.errors or result.other_model):
+        if messages and act.result.serious and host.opt("lycoris_missing_popup", False):
             try:
                 import gradio as gr
 

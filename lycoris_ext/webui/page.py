@@ -9,12 +9,10 @@ import urllib.parse
 from modules import shared, ui_extra_networks
 
 from ..library import quote_name
+from ..resolve.family import FAMILY_LABELS, LABEL_FAMILIES
 from ..summary import decoded_metadata
 from . import host
 from .html import js, text
-
-FAMILY_LABELS = {"sd1": "SD1", "sd2": "SD2", "sd": "SD1", "sdxl": "SDXL", "unknown": "Unknown"}
-LABEL_FAMILIES = {v: k for k, v in FAMILY_LABELS.items()}
 
 
 def token_for(name: str, weight=None, lbw: str | None = None) -> str:
@@ -79,7 +77,7 @@ class LycorisPage(ui_extra_networks.ExtraNetworksPage):
         self.read_user_metadata(item)
         um = item.get("user_metadata") or {}
         version = um.get("sd version")
-        family = LABEL_FAMILIES.get(version, entry.family) if version in LABEL_FAMILIES else entry.family
+        family = LABEL_FAMILIES.get(version, entry.family)
         item["sd_version"] = FAMILY_LABELS.get(family, "Unknown")
         if not self._visible(family, enable_filter):
             return None

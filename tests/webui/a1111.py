@@ -58,6 +58,7 @@ from modules import (  # noqa: E402
 
 BUILTIN_SCRIPTS_DIR = os.path.join(STANDIN, "scripts_builtin")
 BUILTIN_LORA_DIR = os.path.join(STANDIN, "extensions-builtin", "Lora")
+PROCESSING_SCRIPTS = {"comments.py"}
 
 _state = {"builtin_scripts_loaded": False, "loaded_extensions": []}
 
@@ -129,7 +130,9 @@ def load_builtin_scripts():
     if _state["builtin_scripts_loaded"]:
         return
     _state["builtin_scripts_loaded"] = True
-    for filename in sorted(os.listdir(BUILTIN_SCRIPTS_DIR)):
+    # scripts/ first, then modules/processing_scripts/ (comments.py); A1111 loads the latter after
+    # the extensions' scripts, here before them (no test depends on that order).
+    for filename in sorted(os.listdir(BUILTIN_SCRIPTS_DIR), key=lambda f: (f in PROCESSING_SCRIPTS, f)):
         path = os.path.join(BUILTIN_SCRIPTS_DIR, filename)
         if filename.endswith(".py") and os.path.isfile(path):
             scripts.load_script_file(scripts.ScriptFile(paths.script_path, filename, path))
