@@ -148,6 +148,11 @@ class LycorisExtension:
         return rt
 
     @staticmethod
+    def _writes(rt: Runtime):
+        """Where ``rt`` may write its model's weights (Forge's are inference tensors)."""
+        return host.writing(t.module for t in rt.tree.targets[:1] if t.module is not None)
+
+    @staticmethod
     def mode() -> str:
         m = str(host.opt("lycoris_mode", "merge")).lower()
         return m if m in MODES else "merge"
@@ -166,7 +171,8 @@ class LycorisExtension:
         """The scripts are being reloaded: give every model its weights back."""
         for rt in list(self._runtimes.values()):
             try:
-                rt.restore()
+                with self._writes(rt):
+                    rt.restore()
             except Exception:  # noqa: BLE001 - best effort while shutting down
                 log.exception("restoring a model on unload")
                 rt.forget()
@@ -221,7 +227,8 @@ class LycorisExtension:
             self._rows_off()
         rt = self.runtime()
         if rt is not None:
-            self.planner.apply(rt, act, self.mode())
+            with self._writes(rt):
+                self.planner.apply(rt, act, self.mode())
         if act.per_image:
             # text encoders per group of images at encoding; the UNet's rows before each call
             p.lycoris_plan = act.batch
@@ -245,7 +252,8 @@ class LycorisExtension:
         self._rows_off()
         rt = self.runtime(create=False)
         if rt is not None and rt.uses:
-            self.planner.set_uses(rt, [], self.total_steps(p), self.mode())
+            with self._writes(rt):
+                self.planner.set_uses(rt, [], self.total_steps(p), self.mode())
 
     def generation_started(self, p) -> None:
         """Before anything is activated: a generation that activates no extra
@@ -358,7 +366,8 @@ class LycorisExtension:
         """Called while encoding: the row-wise UNet uses plus one group's text-encoder uses."""
         rt = self.runtime()
         rows = [u for u in rt.uses if u.rowwise]
-        self.planner.set_uses(rt, rows + self.planner.te_uses(self._act, key), self.total_steps(p), self.mode())
+        with self._writes(rt):
+            self.planner.set_uses(rt, rows + self.planner.te_uses(self._act, key), self.total_steps(p), self.mode())
 
     # -------------------------------------------------------- row context
     def _rows_on(self) -> None:
@@ -434,7 +443,8 @@ class LycorisExtension:
         if hook is not None and p is not None and getattr(p, "lycoris_plan", None) is not None:
             images, uncond = batch.row_plan(p, params)
             hook[2].update(images=images, uncond=uncond, cursor=0)
-        rt.step(*sampling_step(params))
+        with self._writes(rt):
+            rt.step(*sampling_step(params))
 
     # --------------------------------------------------------- infotext
     def infotext_pasted(self, infotext_text: str, params: dict) -> None:

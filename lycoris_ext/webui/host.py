@@ -63,7 +63,21 @@ def model_family(sd_model) -> str:
 
 
 def model_parts(sd_model) -> dict:
-    """``{part: root module}`` with the roots whose names A1111's inventories use."""
+    """``{part: root module}`` with the roots whose names A1111's inventories use.
+
+    A1111 and reForge (which grafts its modules into A1111's model object)
+    have them at A1111's places; Forge's model object is not a module and
+    keeps them in ``forge_objects``: the UNet at ``unet.model.diffusion_model``
+    (ldm names), the text encoders at ``clip.cond_stage_model.clip_l`` /
+    ``clip_h`` / ``clip_g`` (HF CLIP names under ``transformer.``).
+    """
+    parts = _a1111_parts(sd_model)
+    if "unet" not in parts:
+        parts = _forge_parts(sd_model) or parts
+    return parts
+
+
+def _a1111_parts(sd_model) -> dict:
     parts = {}
     conditioner = getattr(sd_model, "conditioner", None)
     if conditioner is not None:
@@ -78,6 +92,33 @@ def model_parts(sd_model) -> dict:
     if unet is not None:
         parts["unet"] = unet
     return parts
+
+
+def _forge_parts(sd_model) -> dict:
+    objects = getattr(sd_model, "forge_objects", None)
+    unet = getattr(getattr(getattr(objects, "unet", None), "model", None), "diffusion_model", None)
+    if unet is None:
+        return {}
+    clip = getattr(getattr(objects, "clip", None), "cond_stage_model", None)
+    encoders = [getattr(clip, name) for name in ("clip_l", "clip_h", "clip_g") if getattr(clip, name, None) is not None]
+    parts = {"te": encoders[0]} if len(encoders) == 1 else {f"te{i + 1}": e for i, e in enumerate(encoders)}
+    parts["unet"] = unet
+    return parts
+
+
+def writing(modules):
+    """A context in which the runtime may write these modules' weights.
+
+    Forge loads every weight under ``torch.inference_mode()``; such tensors
+    can only be changed inside it (and are read as plain tensors outside)."""
+    import contextlib
+
+    import torch
+
+    for module in modules:
+        for prm in module.parameters():
+            return torch.inference_mode() if prm.is_inference() else contextlib.nullcontext()
+    return contextlib.nullcontext()
 
 
 def model_tree(sd_model) -> ModelTree:
