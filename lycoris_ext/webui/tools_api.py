@@ -112,6 +112,12 @@ def checkpoint_file(body: dict) -> str:
     return path
 
 
+def _progress(body: dict):
+    """A progress callback the UI passes in (never from a request's JSON)."""
+    p = body.get("progress")
+    return p if callable(p) else False
+
+
 def checkpoint_dir() -> str:
     from modules import sd_models, shared
 
@@ -135,7 +141,7 @@ def bake_request(ext, body: dict) -> dict:
     dtype = body.get("dtype") or None
     if dtype not in (None, "fp16", "bf16", "fp32"):
         raise RequestError(400, f"'dtype' must be fp16, bf16 or fp32, not {dtype!r}")
-    report = bake(ckpt, specs, out, dtype=dtype)
+    report = bake(ckpt, specs, out, dtype=dtype, progress=_progress(body))
     try:
         from modules import sd_models
 
@@ -171,7 +177,8 @@ def convert_request(ext, body: dict) -> dict:
 
         model = {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}.get(model_family(getattr(shared, "sd_model", None)))
     dtype = body.get("dtype") or "fp16"
-    report = convert(specs, out, rank=rank, energy=energy, conv_rank=conv_rank, dtype=dtype, base=base, model=model)
+    report = convert(specs, out, rank=rank, energy=energy, conv_rank=conv_rank, dtype=dtype, base=base, model=model,
+                     progress=_progress(body))
     ext.refresh()
     return report
 

@@ -116,3 +116,31 @@ def test_a_pickled_checkpoint_bakes_the_same(sd15, tmp_path):
     bake(pt, [nets["loha"]], tmp_path / "b.safetensors")
     a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
     assert all(torch.equal(_bits(a[k]), _bits(b[k])) for k in a)
+
+
+def test_inpainting_conv_in_changes_only_the_first_channels(tmp_path):
+    """A 9-channel conv_in (inpainting) and a LoRA made for 4 channels: the
+    first 4 input channels change as the adapter computes, the rest stay."""
+    import torch.nn as nn
+
+    from lycoris_ext.samples import sample_network
+    from lycoris_ext.tools.checkpoint import LAYOUTS
+
+    parts, tree = build_tree("sd15", shrink=16, seed=4)
+    t4 = [t for t in tree.targets if t.path == "input_blocks.0.0"]
+    net_path = tmp_path / "conv_in.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(sample_network(tree, "lora", rank=2, targets=t4, seed=9), str(net_path))
+    blk = parts["unet"].input_blocks._modules["0"]
+    blk._modules["0"] = nn.Conv2d(9, blk._modules["0"].out_channels, 3, padding=1)
+    ck = save_checkpoint(tmp_path / "inpaint.safetensors", parts, "sd1")
+    out = tmp_path / "baked.safetensors"
+    rep = bake(ck, [str(net_path) + ":0.7"], out)
+    assert rep["layers_changed"] == 1
+    key = LAYOUTS["sd1"][1]["unet"] + "input_blocks.0.0.weight"
+    before, after = load_file(ck)[key], load_file(out)[key]
+    adapter = next(iter(lycoris_ext.load_network(net_path).modules.values()))
+    want, _ = adapter.apply(before[:, :4].contiguous(), None, 0.7)
+    assert torch.equal(_bits(after[:, :4]), _bits(want))
+    assert torch.equal(after[:, 4:], before[:, 4:])

@@ -109,3 +109,31 @@ def test_bad_requests(tools_webui, route):
     assert r.status_code == 422 and "bad.safetensors" in r.json()["detail"]
     after = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     assert [f for f in after if f != "bad.safetensors"] == [f for f in before if f != "bad.safetensors"]
+
+
+# ------------------------------------------------------------------ the buttons
+
+def test_buttons_bake_and_save_the_prompts_networks(tools_webui):
+    import gradio as gr
+
+    from lycoris_ext.webui import tools_ui
+
+    w = tools_webui
+    with gr.Blocks():
+        prompt = gr.Textbox(elem_id="txt2img_prompt")
+        comps = tools_ui.build(w.ext, prompt, "txt2img")
+    bake_click = comps["bake"].events[0]
+    lora_click = comps["lora"].events[0]
+    assert bake_click.inputs[0] is prompt and lora_click.outputs == [comps["report"]]
+    seen = []
+    html_out = tools_ui.bake_prompt(w.ext, "<lora:a:0.5>", "from_ui", "fp16", progress=lambda f, desc="": seen.append(f))
+    assert "from_ui.safetensors" in html_out and (w.ckpt_dir / "from_ui.safetensors").is_file()
+    assert seen and seen[-1] == 1.0
+    html_out = lora_click("a cat <lora:a:0.5> <lora:b:0.8>", "ui_lora", 4, 0, "fp16", False)
+    assert "relative error" in html_out and (w.lora_dir / "ui_lora.safetensors").is_file()
+    html_out = lora_click("<lora:a>", "ui_energy", 4, 0.95, "fp32", False)
+    assert "ui_energy.safetensors" in html_out
+    # errors are shown, escaped, and write nothing
+    html_out = bake_click("<lora:<script>x</script>:1>", "bad", "as the checkpoint", False)
+    assert "lycoris-tools-error" in html_out and "<script>" not in html_out
+    assert not (w.ckpt_dir / "bad.safetensors").exists()
