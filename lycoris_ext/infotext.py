@@ -7,11 +7,9 @@ written in the prompt with ``:`` and ``,`` removed, the short hash the first
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Mapping
 
-from .library import quote_name
-from .tokens import TOKEN_KINDS
+from .tokens import rename_tokens
 
 _REMOVE = str.maketrans("", "", ":,")
 
@@ -35,9 +33,6 @@ def parse_hashes(text: str) -> dict[str, str]:
     return out
 
 
-_TOKEN_NAME = re.compile(r"<(" + "|".join(TOKEN_KINDS) + r"):(\"[^\"]*\"|'[^']*'|[^:>]+)(?=[:>])")
-
-
 def remap_prompt(prompt: str, hashes: Mapping[str, str], lookup: Callable[[str], str | None]) -> str:
     """Rename networks in a pasted prompt to the local files with the same hash.
 
@@ -45,13 +40,8 @@ def remap_prompt(prompt: str, hashes: Mapping[str, str], lookup: Callable[[str],
     prompt's name.
     """
 
-    def repl(m):
-        kind, name = m[1], m[2]
-        bare = name[1:-1] if name[:1] in "\"'" and len(name) >= 2 else name
-        h = hashes.get(clean_name(bare)) or hashes.get(bare)
-        local = lookup(h) if h else None
-        if not local or local == bare:
-            return m[0]
-        return f"<{kind}:{quote_name(local)}"
+    def local(name: str):
+        h = hashes.get(clean_name(name)) or hashes.get(name)
+        return lookup(h) if h else None
 
-    return _TOKEN_NAME.sub(repl, prompt)
+    return rename_tokens(prompt, local)

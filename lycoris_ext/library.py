@@ -11,7 +11,6 @@ the network folders.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,35 +19,10 @@ from typing import Callable, Iterable
 from .errors import NetworkFileError
 from .files import NETWORK_EXTENSIONS, SAFETENSORS_EXTENSIONS, addnet_hash, file_sha256, read_safetensors_header
 from .resolve.family import family_from_header
+from .tokens import HASH_MARK, HASH_NAME, token_safe
 
 # Aliases that would shadow common words in prompts (as in A1111).
 FORBIDDEN_ALIASES = {"none"}
-#: A network named by its short hash: ``@`` and 12 to 64 hex digits (what a
-#: card inserts when no name fits), or ``#`` and the digits (older prompts;
-#: the WebUI's comments, on by default, cut a prompt at ``#``).
-HASH_MARK = "@"
-_HASH_NAME = re.compile(r"[@#][0-9a-fA-F]{12,64}")
-
-
-def token_safe(name: str) -> bool:
-    """Whether a name can be written in a prompt token as it is: the WebUI's
-    tokens end at the first ``>``, its comments (on by default) drop
-    everything from ``#``, a name with ``:`` needs a quote character it lacks,
-    and a name that reads as a short hash would be taken for one."""
-    if not name or ">" in name or "#" in name or _HASH_NAME.fullmatch(name):
-        return False
-    if ":" in name or name[:1] in "\"'":
-        return '"' not in name or "'" not in name
-    return True
-
-
-def quote_name(name: str) -> str:
-    """A token-safe name as written in a token (quoted when it holds ``:``)."""
-    if ":" not in name and name[:1] not in "\"'":
-        return name
-    q = '"' if '"' not in name else "'"
-    return f"{q}{name}{q}"
-
 
 @dataclass
 class NetworkEntry:
@@ -202,7 +176,7 @@ class NetworkLibrary:
             e = self._by_key.get(token_name)
             if e is None and "\\" in token_name:
                 e = self._by_key.get(token_name.replace("\\", "/"))
-        if e is None and _HASH_NAME.fullmatch(token_name):
+        if e is None and HASH_NAME.fullmatch(token_name):
             return self.find_by_shorthash(token_name[1:].lower())
         return e
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Callable, Union
 
 from .curves import Curve, is_curve_text, parse_weight
 
@@ -168,13 +168,53 @@ def parse_token(items, default_multiplier: float = 1.0) -> TokenSpec:
 
 _TOKEN = re.compile(r"<(" + "|".join(TOKEN_KINDS) + r"):((?:\"[^\"]*\"|'[^']*'|[^>])*)>")
 
+#: A network named by its short hash: ``@`` and 12 to 64 hex digits (what a
+#: card inserts when no name fits), or ``#`` and the digits (older prompts;
+#: the WebUI's comments, on by default, cut a prompt at ``#``).
+HASH_MARK = "@"
+HASH_NAME = re.compile(r"[@#][0-9a-fA-F]{12,64}")
+
+
+def token_safe(name: str) -> bool:
+    """Whether a name can be written in a prompt token as it is: the WebUI's
+    tokens end at the first ``>``, its comments (on by default) drop
+    everything from ``#``, a name with ``:`` needs a quote character it lacks,
+    and a name that reads as a short hash would be taken for one."""
+    if not name or ">" in name or "#" in name or HASH_NAME.fullmatch(name):
+        return False
+    if ":" in name or name[:1] in "\"'":
+        return '"' not in name or "'" not in name
+    return True
+
+
+def quote_name(name: str) -> str:
+    """A token-safe name as written in a token (quoted when it holds ``:``)."""
+    if ":" not in name and name[:1] not in "\"'":
+        return name
+    q = '"' if '"' not in name else "'"
+    return f"{q}{name}{q}"
+
+
+def _tokens(prompt: str):
+    """``(match, name as written, name, items after the name)`` of every token.
+
+    Items are split at every ``:`` as the WebUI splits them, a quoted name
+    joined again; a token whose quote never closes has no name (None).
+    """
+    for m in _TOKEN.finditer(prompt):
+        items = m[2].split(":")
+        try:
+            joined = _join_quoted(list(items))
+        except TokenError:
+            yield m, None, None, items
+            continue
+        rest = joined[1:]
+        yield m, ":".join(items[: len(items) - len(rest)]), joined[0], rest
+
 
 def find_tokens(prompt: str) -> list[tuple[str, list[str], tuple[int, int]]]:
     """``(kind, items, span)`` of every lora/lyco/loractl token in a prompt text."""
-    out = []
-    for m in _TOKEN.finditer(prompt):
-        out.append((m[1], m[2].split(":"), m.span()))
-    return out
+    return [(m[1], m[2].split(":"), m.span()) for m, *_ in _tokens(prompt)]
 
 
 def strip_tokens(prompt: str) -> tuple[str, list[list[str]]]:
@@ -188,48 +228,33 @@ def strip_tokens(prompt: str) -> tuple[str, list[list[str]]]:
     return _TOKEN.sub(repl, prompt), found
 
 
-def _split_items(body: str) -> list[str]:
-    """Items of a token body, colons inside quotes kept (the browser side does the same)."""
-    items, cur, quote = [], "", None
-    for ch in body:
-        if quote:
-            cur += ch
-            if ch == quote:
-                quote = None
-        elif ch in "\"'" and cur == "":
-            quote = ch
-            cur += ch
-        elif ch == ":":
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur)
-    return items
+def rename_tokens(prompt: str, new_name: Callable[[str], str | None]) -> str:
+    """Every token whose ``new_name(name)`` is a name (not None) renamed to it, the rest as written."""
+    out, pos = [], 0
+    for m, _, name, rest in _tokens(prompt):
+        new = new_name(name) if name is not None else None
+        if new is None or new == name:
+            continue
+        out.append(prompt[pos: m.start()] + f"<{m[1]}:" + ":".join([quote_name(new), *rest]) + ">")
+        pos = m.end()
+    return "".join(out) + prompt[pos:]
 
 
 def rewrite_token(prompt: str, name: str | None = None, *, new_name: str | None = None,
                   weights: tuple | None = None, named: dict | None = None, append_if_missing: bool = True) -> str:
-    """Edit the first lora/lyco token (of ``name`` when given) of a prompt.
+    """Edit the first lora/lyco/loractl token (of ``name`` when given) of a prompt.
 
     ``new_name`` renames it; ``weights`` replaces the positional multipliers
     (``(w,)`` or ``(te, unet)``); ``named`` sets or (with value None) removes
     named arguments. Without such a token, one is appended (for the X/Y/Z
     plot axes), unless ``append_if_missing`` is false.
     """
-    from .library import quote_name
-
-    for m in _TOKEN.finditer(prompt):
-        items = _split_items(m[2])
-        try:
-            spec_name = _join_quoted(list(items))[0]
-        except TokenError:
+    for m, written, spec_name, rest in _tokens(prompt):
+        if spec_name is None or (name is not None and spec_name != name):
             continue
-        if name is not None and spec_name != name:
-            continue
-        head = [quote_name(new_name) if new_name is not None else items[0]]
-        positional = [i for i in items[1:] if "=" not in i]
-        keyed = [i for i in items[1:] if "=" in i]
+        head = [quote_name(new_name) if new_name is not None else written]
+        positional = [i for i in rest if "=" not in i]
+        keyed = [i for i in rest if "=" in i]
         if weights is not None:
             positional = [f"{float(w):g}" for w in weights] + positional[len(weights):] if len(positional) > len(weights) else [f"{float(w):g}" for w in weights]
             keyed = [i for i in keyed if i.partition("=")[0].strip() not in ("te", "unet")]

@@ -120,7 +120,7 @@ def test_names_no_token_can_hold_use_the_hash(tmp_path):
     """'>' ends a token and '#' starts a WebUI comment: such names are written
     as '@' and the short hash; '#' and the hash (older prompts) still resolve,
     and a file really named like a hash wins over the hash reading."""
-    from lycoris_ext.library import token_safe
+    from lycoris_ext.tokens import token_safe
 
     root = tmp_path / "L"
     _write(str(root / "style#2.safetensors"), seed=1)

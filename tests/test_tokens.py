@@ -164,3 +164,24 @@ def test_front_end_reads_the_same_tags():
     with open(js, encoding="utf-8") as f:
         m = re.search(r"var TOKEN = /<\(([\w|]+)\):", f.read())
     assert m and tuple(m[1].split("|")) == TOKEN_KINDS
+
+
+def test_one_name_grammar_for_every_scanner():
+    """Finding, renaming and rewriting read a token's name the same way (the
+    WebUI's split at every ':', a quoted name joined again)."""
+    from lycoris_ext.tokens import quote_name, rename_tokens, rewrite_token, token_safe
+
+    prompt = 'a <lora:"x:y":0.5:lbw=MIDD> <lyco:plain> <loractl:"open:1> <lora:@0123456789ab:1>'
+    names = []
+    for _, items, _ in find_tokens(prompt):
+        try:
+            names.append(parse_token(items).name)
+        except TokenError:
+            names.append(None)
+    assert names == ["x:y", "plain", None, "@0123456789ab"]
+    renamed = rename_tokens(prompt, {"x:y": "z", "plain": "a:b", "@0123456789ab": "found"}.get)
+    assert renamed == 'a <lora:z:0.5:lbw=MIDD> <lyco:"a:b"> <loractl:"open:1> <lora:found:1>'
+    assert rewrite_token(prompt, "x:y", weights=(0.25,)) == prompt.replace('"x:y":0.5', '"x:y":0.25')
+    assert rewrite_token(prompt, "plain", named={"lbw": "OUTD"}) == prompt.replace("<lyco:plain>", "<lyco:plain:lbw=OUTD>")
+    assert quote_name("a:b") == '"a:b"' and quote_name('a:"b') == "'a:\"b'"
+    assert not token_safe("a#b") and not token_safe("@0123456789ab") and token_safe("a:b") and token_safe("@x")

@@ -11,7 +11,6 @@ import logging
 import os
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from .. import infotext
 from ..library import NetworkLibrary, default_hash

@@ -8,9 +8,9 @@ import urllib.parse
 
 from modules import shared, ui_extra_networks
 
-from ..library import quote_name
 from ..resolve.family import FAMILY_LABELS, LABEL_FAMILIES
 from ..summary import decoded_metadata
+from ..tokens import quote_name
 from . import host
 from .html import js, text
 
