@@ -21,6 +21,8 @@ _ALIASES = {
     "lora_linear_layer.down.weight": "lora_down.weight",
     "lora_magnitude_vector": "dora_scale",
     "lora_magnitude_vector.weight": "dora_scale",
+    # ai-toolkit's DoRA (kohya keys, one magnitude per output row, no alpha)
+    "magnitude": "dora_scale",
 }
 # The old diffusers attention-processor form glues the suffix on with '_':
 # ``attn1.processor.to_q_lora.up.weight`` is the ``to_q`` module's up.

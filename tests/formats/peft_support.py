@@ -100,10 +100,12 @@ def pipe_class(model: str):
     return SDPipe if model == "sd15" else XLPipe
 
 
-def write_diffusers_file(directory, model: str, configs: dict[str, dict], *, convert: bool = True,
+def write_diffusers_file(directory, model: str, configs: dict[str, dict], *, convert: bool | tuple = True,
                          seed: int = 1, metadata: bool = True, name: str = "lora.safetensors", magnitude_noise: float = 0.0):
     """Wrap each component named in ``configs`` (component -> LoraConfig kwargs)
-    with PEFT, randomise, and save with the pipeline's ``save_lora_weights``."""
+    with PEFT, randomise, and save with the pipeline's ``save_lora_weights``;
+    ``convert``: whether (or for which components) ``convert_state_dict_to_diffusers``
+    renames the keys first."""
     models = build_models(model)
     g = torch.Generator().manual_seed(seed)
     layers, metas = {}, {}
@@ -119,7 +121,8 @@ def write_diffusers_file(directory, model: str, configs: dict[str, dict], *, con
                     else:
                         p.copy_(torch.randn(p.shape, generator=g) * 0.2)
         sd = get_peft_model_state_dict(m)
-        layers[comp] = convert_state_dict_to_diffusers(sd) if convert else sd
+        conv = convert if isinstance(convert, bool) else comp in convert
+        layers[comp] = convert_state_dict_to_diffusers(sd) if conv else sd
         metas[comp] = m.peft_config["default"].to_dict()
     kwargs = {f"{c}_lora_layers": sd for c, sd in layers.items()}
     if metadata:

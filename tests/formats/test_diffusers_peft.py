@@ -59,6 +59,11 @@ CASES = {
                                                alpha_pattern={"attn2.to_v": 1}),
                                   "text_encoder": dict(r=4, lora_alpha=1, target_modules=TE_TARGETS),
                                   "text_encoder_2": dict(r=2, lora_alpha=6, use_rslora=True, target_modules=TE_TARGETS)}, True),
+    # SimpleTuner (save_hooks): the UNet's PEFT state dict as it is, the text encoders' converted
+    # (`lora_linear_layer`), `_collate_lora_metadata` for every part
+    "sdxl-simpletuner": ("sdxl", {"unet": dict(r=8, lora_alpha=16, target_modules=UNET_ATTN + ["conv1", "conv2", "proj_in", "proj_out"]),
+                                  "text_encoder": dict(r=8, lora_alpha=8, target_modules=TE_TARGETS),
+                                  "text_encoder_2": dict(r=8, lora_alpha=4, target_modules=TE_TARGETS)}, ("text_encoder", "text_encoder_2")),
 }
 
 

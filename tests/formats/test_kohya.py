@@ -25,21 +25,18 @@ restated forward within 1e-5.
 
 from __future__ import annotations
 
-import gzip
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import lycoris_ext
 from lycoris_ext.resolve import FITS, resolve
-from lycoris_ext.resolve.inventory import model_tree
 from lycoris_ext.summary import summarize
+from trainer_support import check_lora_forward, fixture, lora_file, pick, tree
 
-FIX = json.load(gzip.open(Path(__file__).parent / "fixtures" / "kohya_keys.json.gz"))
+FIX = fixture("kohya_keys.json.gz")
 TOL = 1e-5
 ALPHA, CONV_ALPHA, OFT_ALPHA = 1.0, 1.0, 1e-3
 
@@ -51,13 +48,6 @@ VARIANTS = {
     "networks.oft all linear + conv": (["networks.oft", "networks.oft enable_all_linear enable_conv"],
                                        {"enable_all_linear": "True", "enable_conv": "True"}),
 }
-TREES: dict = {}
-
-
-def tree(family, naming="a1111"):
-    if (family, naming) not in TREES:
-        TREES[family, naming] = model_tree(family, naming)
-    return TREES[family, naming]
 
 
 def keys_of(family, variant):
@@ -68,26 +58,22 @@ def keys_of(family, variant):
     return out
 
 
-def kohya_file(path, family, variant, dtype=torch.float16, seed=0):
+def kohya_file(path, family, variant, dtype=torch.float16):
     """A file laid out as kohya's ``save_weights`` writes it (every tensor in the save dtype)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, (out, inn, k, r) in keys_of(family, variant).items():
-        if variant.startswith("networks.oft"):
-            # kohya's dim is the block count; blocks of 8 rows keep the files small
-            n = out // 8
-            sd[f"{key}.oft_blocks"] = (torch.randn(n, 8, 8, generator=g) * 0.05).to(dtype)
-            sd[f"{key}.alpha"] = torch.tensor(OFT_ALPHA).to(dtype)
-            continue
-        kern = (k, k) if k else ()
-        sd[f"{key}.lora_down.weight"] = (torch.randn(r, inn, *kern, generator=g) * 0.1).to(dtype)
-        sd[f"{key}.lora_up.weight"] = (torch.randn(out, r, *((1, 1) if k else ()), generator=g) * 0.1).to(dtype)
-        sd[f"{key}.alpha"] = torch.tensor(CONV_ALPHA if k == 3 else ALPHA).to(dtype)
     _, args = VARIANTS[variant]
-    module = "networks.oft" if variant.startswith("networks.oft") else "networks.lora"
-    meta = {"ss_network_module": module, "ss_network_dim": "4", "ss_network_alpha": str(OFT_ALPHA if module == "networks.oft" else ALPHA)}
+    oft = variant.startswith("networks.oft")
+    meta = {"ss_network_module": "networks.oft" if oft else "networks.lora", "ss_network_dim": "4",
+            "ss_network_alpha": str(OFT_ALPHA if oft else ALPHA)}
     if args:
         meta["ss_network_args"] = json.dumps(args)
+    if not oft:
+        return lora_file(path, keys_of(family, variant), lambda k: CONV_ALPHA if k == 3 else ALPHA, dtype, meta)
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for key, (out, inn, k, r) in keys_of(family, variant).items():
+        # kohya's dim is the block count; blocks of 8 rows keep the files small
+        sd[f"{key}.oft_blocks"] = (torch.randn(out // 8, 8, 8, generator=g) * 0.05).to(dtype)
+        sd[f"{key}.alpha"] = torch.tensor(OFT_ALPHA).to(dtype)
     save_file(sd, str(path), meta)
     return path
 
@@ -142,41 +128,11 @@ def test_scale_is_alpha_over_rank(files, family, variant):
     assert s["training"]["network_module"] == "networks.lora" and s["warnings"] == []
 
 
-def _pick(family, variant):
-    """One module of each kind: text-encoder Linear, UNet Linear, 1x1 conv, 3x3 conv."""
-    keys = keys_of(family, variant)
-    picked = {}
-    for key, (out, inn, k, r) in keys.items():
-        kind = ("te" if "_te" in key.split("_text_model")[0] else "unet", k)
-        picked.setdefault(kind, key)
-    return picked.values()
-
-
-def _kohya_lora_forward(x, W, down, up, scale, m, stride, padding):
-    if W.dim() == 2:
-        return F.linear(x, W) + F.linear(F.linear(x, down), up) * m * scale
-    org = F.conv2d(x, W, stride=stride, padding=padding)
-    return org + F.conv2d(F.conv2d(x, down, stride=stride, padding=padding), up) * m * scale
-
-
 @pytest.mark.parametrize("m", [1.0, 0.7])
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_lora_change_equals_kohya_forward(files, family, m):
     variant = "networks.lora conv_dim"
-    net = files(family, variant)
-    g = torch.Generator().manual_seed(1)
-    for key in _pick(family, variant):
-        out, inn, k, r = keys_of(family, variant)[key]
-        a = net.modules[key]
-        W = torch.randn(out, inn, k, k, generator=g) * 0.05 if k else torch.randn(out, inn, generator=g) * 0.05
-        new_w, _ = a.apply(W, multiplier=m)
-        down, up = a.param("lora_down.weight"), a.param("lora_up.weight")
-        for stride in ((1, 2) if k == 3 else (1,)):
-            pad = 1 if k == 3 else 0
-            x = torch.randn(2, inn, 8, 8, generator=g) if k else torch.randn(2, 3, inn, generator=g)
-            want = _kohya_lora_forward(x, W, down, up, a.scale, m, stride, pad)
-            got = F.conv2d(x, new_w, stride=stride, padding=pad) if k else F.linear(x, new_w)
-            assert (got - want).abs().max().item() < TOL, key
+    check_lora_forward(files(family, variant), keys_of(family, variant), m, TOL)
 
 
 def _kohya_oft_weight(W, blocks, alpha, m):
@@ -197,7 +153,7 @@ def test_oft_change_equals_kohya_forward(files, family, m):
     variant = "networks.oft all linear + conv"
     net = files(family, variant)
     g = torch.Generator().manual_seed(2)
-    for key in _pick(family, variant):
+    for key in pick(keys_of(family, variant)):
         out, inn, k, r = keys_of(family, variant)[key]
         a = net.modules[key]
         W = torch.randn(out, inn, k, k, generator=g) * 0.05 if k else torch.randn(out, inn, generator=g) * 0.05
