@@ -46,6 +46,33 @@ def merge_target(w: torch.Tensor, b: torch.Tensor | None, target, contribs, fact
         bview.copy_(new_b)
 
 
+def _merge_group(ck, layout, wkey, group, dt, loaded, pending) -> int:
+    """Merge every target of the parameter ``wkey`` (one, or q/k/v slices);
+    put the new weight and bias into ``pending``. Returns the layers merged."""
+    w = _cast(ck.read(wkey), dt)  # a fresh tensor: changed in place
+    bkey = next((layout.key(t.part, t.path, t.bias) for t, _ in group if t.bias is not None), None)
+    b = _cast(ck.read(bkey), dt) if bkey in ck.entries else None
+    for t, contribs in group:
+        # Each adapter serves one layer: its float32 factors and copies live
+        # only while that layer is merged (memory: one layer's worth).
+        factors = FactorCache()
+        try:
+            merge_target(w, b, t, contribs, factors)
+        except NetworkFileError:
+            raise
+        except Exception as e:
+            c = getattr(e, "contribution", None) or contribs[0]
+            path = next((x.spec.path for x in loaded if x.use.label == c.network), None)
+            raise NetworkFileError(path, c.key, f"cannot merge into {t.label}: {type(e).__name__}: {e}") from e
+        finally:
+            for c in contribs:
+                c.adapter.drop_device_cache()
+    pending[wkey] = w
+    if b is not None:
+        pending[bkey] = b
+    return len(group)
+
+
 def bake(checkpoint, networks, output, dtype: str | None = None, progress=False) -> dict:
     """Merge ``networks`` (spec strings, dicts or NetSpecs) into ``checkpoint``;
     write ``output`` (safetensors, atomically). Returns the report."""
@@ -74,7 +101,6 @@ def bake(checkpoint, networks, output, dtype: str | None = None, progress=False)
                   "source": os.path.basename(ck.path), "family": layout.family}
         metadata[META_KEY] = json.dumps(record)
         bar = make(progress, len(order), "bake")
-        factors = FactorCache()
         pending: dict[str, torch.Tensor] = {}
         changed = 0
         try:
@@ -85,25 +111,7 @@ def bake(checkpoint, networks, output, dtype: str | None = None, progress=False)
                         if wkey is None:
                             pending[k] = _cast(ck.read(k), dt)
                         else:
-                            w = _cast(ck.read(wkey), dt).clone()
-                            bkeys = {layout.key(t.part, t.path, t.bias) for t, _ in groups[wkey] if t.bias is not None}
-                            b = None
-                            bkey = next(iter(bkeys), None)
-                            if bkey is not None and bkey in ck.entries:
-                                b = _cast(ck.read(bkey), dt).clone()
-                            for t, contribs in groups[wkey]:
-                                try:
-                                    merge_target(w, b, t, contribs, factors)
-                                except NetworkFileError:
-                                    raise
-                                except Exception as e:
-                                    c = getattr(e, "contribution", None) or contribs[0]
-                                    path = next((x.spec.path for x in loaded if x.use.label == c.network), None)
-                                    raise NetworkFileError(path, c.key, f"cannot merge into {t.label}: {type(e).__name__}: {e}") from e
-                                changed += 1
-                            pending[wkey] = w
-                            if b is not None:
-                                pending[bkey] = b
+                            changed += _merge_group(ck, layout, wkey, groups[wkey], dt, loaded, pending)
                     out.write(k, pending.pop(k))
                     bar.update(1, k)
                 out.commit()

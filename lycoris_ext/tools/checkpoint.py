@@ -108,7 +108,7 @@ class Checkpoint:
     def read(self, key: str) -> torch.Tensor:
         """The tensor ``key`` (a fresh tensor of its own memory)."""
         if self._pickled is not None:
-            return self._pickled[key]
+            return self._pickled[key].clone()
         e = self._header[key]
         begin, end = e["data_offsets"]
         buf = bytearray(end - begin)

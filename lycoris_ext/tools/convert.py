@@ -169,19 +169,22 @@ def convert(networks, output, rank: int | None = None, energy: float | None = No
         pos = {t.id: i for i, t in enumerate(tree.targets)}
         order = sorted(want, key=lambda tid: pos.get(tid, pos.get((*tid[:4], None), 0)))
         col = Collector(tree, dt)
-        factors = FactorCache()
         bar = make(progress, len(order), "convert")
         try:
             for tid in order:
                 t, contribs = targets[tid], want[tid]
                 try:
-                    _one(t, contribs, ck, layout, factors, col, rank, energy, conv_rank, dt)
+                    # each adapter serves one layer: its float32 copies live only while it is used
+                    _one(t, contribs, ck, layout, FactorCache(), col, rank, energy, conv_rank, dt)
                 except NetworkFileError:
                     raise
                 except Exception as e:
                     c = getattr(e, "contribution", None) or contribs[0]
                     raise NetworkFileError(path_of.get(c.network), c.key, f"cannot compute the change of {t.label}: "
                                            f"{type(e).__name__}: {e}") from e
+                finally:
+                    for c in contribs:
+                        c.adapter.drop_device_cache()
                 bar.update(1, t.label)
         finally:
             bar.close()
