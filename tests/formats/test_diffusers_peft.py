@@ -34,6 +34,7 @@ from peft_support import (
     diffusers_weights,
     original_weights,
     our_weights,
+    trained_weights,
     write_diffusers_file,
 )
 
@@ -281,3 +282,21 @@ def test_metadata_not_json(tmp_path, written):
 def test_rank_disagreeing_with_tensors_is_refused(tmp_path, written):
     err = _bad(tmp_path, written, _edit("unet.rank_pattern", {"to_k": 3}))
     assert err.key.endswith("to_k.lora_A.weight") and "unet.rank_pattern" in err.reason and "rank 3" in err.reason
+
+
+def test_model_level_save_lora_adapter(tmp_path):
+    """``UNet2DConditionModel.save_lora_adapter``: keys and metadata without a
+    part prefix. (diffusers 0.42.1's model-level ``load_lora_adapter(path)``
+    does not read that metadata and applies scale 1; the reference here is the
+    PEFT model that wrote the file.)"""
+    from peft import LoraConfig
+
+    models = build_models("sd15")
+    unet = models["unet"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=12, use_rslora=True, init_lora_weights=False, target_modules=UNET_ATTN + ["conv1"]))
+    unet.save_lora_adapter(str(tmp_path))
+    net = lycoris_ext.load_network(next(tmp_path.glob("*.safetensors")))
+    assert set(net.adapter_metadata) == {None} and net.scale_sources == {SOURCE_METADATA: len(net.modules)}
+    assert all(a.scale == pytest.approx(12 / 2) for a in net.modules.values())
+    err, changed = compare(our_weights(net, "sd15"), trained_weights(models), original_weights("sd15"))
+    assert changed == len(net.modules) and err < TOL
