@@ -144,3 +144,14 @@ def test_inpainting_conv_in_changes_only_the_first_channels(tmp_path):
     want, _ = adapter.apply(before[:, :4].contiguous(), None, 0.7)
     assert torch.equal(_bits(after[:, :4]), _bits(want))
     assert torch.equal(after[:, 4:], before[:, 4:])
+
+
+def test_bake_sd2_openclip_text_encoder(tmp_path):
+    parts, tree = build_tree("sd2", shrink=16, seed=5)
+    ck = save_checkpoint(tmp_path / "sd2.safetensors", parts, "sd2")
+    nets = make_nets(tree, tmp_path, ["lora", "oft"])
+    out = tmp_path / "baked.safetensors"
+    rep = bake(ck, [nets["lora"] + ":0.6", nets["oft"]], out)
+    assert rep["family"] == "sd2"
+    load = lycoris_ext.load_network
+    assert_same_as_runtime(parts, tree, "sd2", [Use(load(nets["lora"]), 0.6, 0.6), Use(load(nets["oft"]))], out, load_file(ck))
