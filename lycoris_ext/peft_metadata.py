@@ -1,4 +1,4 @@
-"""PEFT adapter metadata: the scale of LoRA modules that carry no ``.alpha``.
+"""PEFT adapter metadata: the scale of LoRA (and PEFT LoKr) modules that carry no ``.alpha``.
 
 diffusers' ``save_lora_weights(..., unet_lora_adapter_metadata=...)`` (what
 diffusers-based trainers call) stores each part's ``LoraConfig`` in the
@@ -15,6 +15,9 @@ a pattern matches the end of the module's name (PEFT's ``get_pattern_key``:
 the first key, in the file's order, for which
 ``re.match(rf"(.*\\.)?({key})$", name)`` holds), else from ``r`` /
 ``lora_alpha``. An ``.alpha`` tensor of a module wins over the metadata.
+PEFT's LoKr (``peft_type`` "LOKR", keys ``lokr_w1``...) is scaled the same
+way with its ``alpha`` field (``alpha / r``, also when its factors are whole
+matrices, where LyCORIS would use 1).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from dataclasses import dataclass, field
 from .errors import NetworkFileError
 
 METADATA_KEY = "lora_adapter_metadata"
-_FIELDS = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern")
+_FIELDS = ("r", "lora_alpha", "alpha", "use_rslora", "rank_pattern", "alpha_pattern", "peft_type")
+#: PEFT's adapter type -> (this project's algorithm, the config field holding alpha)
+_TYPES = {"LORA": ("lora", "lora_alpha"), "LOKR": ("lokr", "alpha")}
 
 #: Where a module's scale came from (``Adapter.scale_source``).
 SOURCE_TENSOR = "alpha tensor"
@@ -40,6 +45,8 @@ class PartConfig:
     """The scale-relevant fields of one part's ``LoraConfig``."""
 
     prefix: str | None
+    #: PEFT's ``peft_type`` ("LORA" when the file does not say)
+    peft_type: str = "LORA"
     r: int | None = None
     lora_alpha: float | None = None
     use_rslora: bool = False
@@ -59,8 +66,15 @@ class PartConfig:
             return r, alpha, None
         return r, alpha, (alpha / math.sqrt(r) if self.use_rslora else alpha / r)
 
+    @property
+    def algorithm(self) -> str | None:
+        """The algorithm whose modules this config scales (None: a type this project does not read)."""
+        return _TYPES.get(self.peft_type, (None, None))[0]
+
     def describe(self) -> dict:
         d = {"r": self.r, "lora_alpha": self.lora_alpha, "use_rslora": self.use_rslora}
+        if self.peft_type != "LORA":
+            d["peft_type"] = self.peft_type
         if self.rank_pattern:
             d["rank_pattern"] = dict(self.rank_pattern)
         if self.alpha_pattern:
@@ -110,15 +124,20 @@ def parse_adapter_metadata(metadata: dict[str, str], path: str | None = None) ->
             return NetworkFileError(path, f"{where}: {k}", f"is {json.dumps(v)[:80]}, {what}")
 
         kw: dict = {}
+        if "peft_type" in f and f["peft_type"][1] is not None:
+            if not isinstance(f["peft_type"][1], str):
+                raise bad("peft_type", "not a string")
+            kw["peft_type"] = f["peft_type"][1]
+        alpha_field = _TYPES.get(kw.get("peft_type", "LORA"), (None, "lora_alpha"))[1]
         if "r" in f and f["r"][1] is not None:
             v = f["r"][1]
             if not (_number(v) and v > 0 and float(v).is_integer()):
                 raise bad("r", "not a positive whole number")
             kw["r"] = int(v)
-        if "lora_alpha" in f and f["lora_alpha"][1] is not None:
-            if not _number(f["lora_alpha"][1]):
-                raise bad("lora_alpha", "not a number")
-            kw["lora_alpha"] = float(f["lora_alpha"][1])
+        if alpha_field in f and f[alpha_field][1] is not None:
+            if not _number(f[alpha_field][1]):
+                raise bad(alpha_field, "not a number")
+            kw["lora_alpha"] = float(f[alpha_field][1])
         if "use_rslora" in f and f["use_rslora"][1] is not None:
             if not isinstance(f["use_rslora"][1], bool):
                 raise bad("use_rslora", "not true or false")
@@ -161,19 +180,23 @@ def apply_adapter_metadata(modules: dict, metadata: dict[str, str], path: str | 
     if not configs:
         return configs
     for key, adapter in modules.items():
-        if adapter.algorithm != "lora" or adapter.scale_source != SOURCE_DEFAULT:
+        if adapter.scale_source != SOURCE_DEFAULT:
             continue
         cfg, name = config_for(configs, key)
-        if cfg is None:
+        if cfg is None or cfg.algorithm != adapter.algorithm:
             continue
         r, alpha, scale = cfg.scale(name)
         if scale is None:
             continue
-        if r != adapter.full_rank:
+        # LoRA's rank is its tensors'; PEFT's LoKr uses whole factors when r is
+        # large for the layer, and only its decomposed factors show r.
+        file_rank = adapter.full_rank if adapter.algorithm == "lora" else adapter.rank
+        if file_rank is not None and r != file_rank:
             where = f"{cfg.prefix}.rank_pattern" if pattern_key(cfg.rank_pattern, name) is not None else f"{cfg.prefix}.r"
             if cfg.prefix is None:
                 where = where.split(".", 1)[1]
-            raise adapter.error("lora_down.weight", f"has {adapter.full_rank} ranks but {METADATA_KEY} gives "
+            suffix = "lora_down.weight" if adapter.algorithm == "lora" else None
+            raise adapter.error(suffix, f"has {file_rank} ranks but {METADATA_KEY} gives "
                                 f"module '{key}' rank {r} ({where}); diffusers cannot load this file either")
         adapter.set_scale(alpha, scale, SOURCE_METADATA)
     return configs

@@ -143,8 +143,10 @@ def scale_facts(s: dict) -> list[tuple[str, str]]:
     if parts:
         out.append(("scale from", "; ".join(parts)))
     for prefix, c in (s.get("adapter_metadata") or {}).items():
-        desc = [f"r {c['r']:g}" if c.get("r") is not None else "r -",
-                f"lora_alpha {c['lora_alpha']:g}" if c.get("lora_alpha") is not None else "lora_alpha -"]
+        name = "alpha" if c.get("peft_type") == "LOKR" else "lora_alpha"
+        desc = [c["peft_type"]] if c.get("peft_type") else []
+        desc += [f"r {c['r']:g}" if c.get("r") is not None else "r -",
+                 f"{name} {c['lora_alpha']:g}" if c.get("lora_alpha") is not None else f"{name} -"]
         if c.get("use_rslora"):
             desc.append("rsLoRA")
         for k in ("rank_pattern", "alpha_pattern"):

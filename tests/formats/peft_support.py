@@ -24,7 +24,7 @@ logging.getLogger("diffusers").setLevel(logging.ERROR)
 from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin  # noqa: E402
 from diffusers.utils import convert_state_dict_to_diffusers  # noqa: E402
-from peft import LoraConfig  # noqa: E402
+from peft import LoKrConfig, LoraConfig  # noqa: E402
 from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
 from peft.utils import get_peft_model_state_dict  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
@@ -101,20 +101,21 @@ def pipe_class(model: str):
 
 
 def write_diffusers_file(directory, model: str, configs: dict[str, dict], *, convert: bool | tuple = True,
-                         seed: int = 1, metadata: bool = True, name: str = "lora.safetensors", magnitude_noise: float = 0.0):
+                         seed: int = 1, metadata: bool = True, name: str = "lora.safetensors", magnitude_noise: float = 0.0,
+                         lokr: bool = False):
     """Wrap each component named in ``configs`` (component -> LoraConfig kwargs)
     with PEFT, randomise, and save with the pipeline's ``save_lora_weights``;
     ``convert``: whether (or for which components) ``convert_state_dict_to_diffusers``
-    renames the keys first."""
+    renames the keys first; ``lokr``: PEFT's LoKr (``LoKrConfig``) instead of LoRA."""
     models = build_models(model)
     g = torch.Generator().manual_seed(seed)
     layers, metas = {}, {}
     for comp, kw in configs.items():
         m = models[comp]
-        m.add_adapter(LoraConfig(init_lora_weights=False, **kw))
+        m.add_adapter(LoKrConfig(init_weights=False, **kw) if lokr else LoraConfig(init_lora_weights=False, **kw))
         with torch.no_grad():
             for n, p in m.named_parameters():
-                if "lora_" in n:
+                if "lora_" in n or "lokr_" in n:
                     # factors of the size real ones have after training
                     if "magnitude" in n:
                         p.mul_(1 + magnitude_noise * torch.randn(p.shape, generator=g))
@@ -152,7 +153,7 @@ def _weights(models) -> dict[str, torch.Tensor]:
     out = {}
     for comp, m in models.items():
         for n, p in m.named_parameters():
-            if "lora_" in n:
+            if "lora_" in n or "lokr_" in n:
                 continue
             out[f"{comp}.{n.replace('.base_layer', '')}"] = p.detach().clone()
     return out
