@@ -34,6 +34,10 @@ _FIELDS = ("r", "lora_alpha", "alpha", "use_rslora", "rank_pattern", "alpha_patt
 #: PEFT's adapter type -> (this project's algorithm, the config field holding alpha)
 _TYPES = {"LORA": ("lora", "lora_alpha"), "LOKR": ("lokr", "alpha")}
 
+MAX_PATTERN = 500
+# A repeated group that itself repeats, e.g. ``(a+)+``: exponential backtracking.
+_NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{]")
+
 #: Where a module's scale came from (``Adapter.scale_source``).
 SOURCE_TENSOR = "alpha tensor"
 SOURCE_METADATA = "adapter metadata"
@@ -153,6 +157,10 @@ def parse_adapter_metadata(metadata: dict[str, str], path: str | None = None) ->
                 if not ok:
                     raise NetworkFileError(path, f"{where}: {f[name][0]}", f"gives '{p}' the value {json.dumps(v)[:40]}, "
                                            f"not {'a positive whole number' if rank else 'a number'}")
+                if len(p) > MAX_PATTERN or _NESTED_REPEAT.search(p):
+                    # a file must not be able to stall the loader with catastrophic backtracking
+                    raise NetworkFileError(path, f"{where}: {f[name][0]}", f"pattern '{p[:80]}' is longer than {MAX_PATTERN} "
+                                           "characters or repeats a repeated group; refused")
                 try:
                     re.compile(rf"(.*\.)?({p})$")
                 except re.error as e:

@@ -268,6 +268,8 @@ def _edit(field, value):
     ("unet.rank_pattern", ["to_k"], "not an object"),
     ("unet.alpha_pattern", {"to_k": "x"}, "not a number"),
     ("unet.rank_pattern", {"to_k(": 2}, "not a valid regular expression"),
+    ("unet.alpha_pattern", {"(a+)+b": 2}, "repeats a repeated group"),
+    ("unet.alpha_pattern", {"x" * 501: 2}, "longer than 500"),
 ])
 def test_bad_metadata_values_name_file_and_field(tmp_path, written, field, value, words):
     err = _bad(tmp_path, written, _edit(field, value))
