@@ -67,6 +67,15 @@ class LoRA(Adapter):
         up, down = self._factors(device)
         return up * self.scale, down
 
+    def lowrank_source(self):
+        """``(up, down, gamma)`` as the file stores them (its dtype, 2-D), with
+        ``lowrank(d) == (up.to(d, float32) * gamma, down.to(d, float32))``, so
+        the runtime converts them per layer instead of keeping float32 copies;
+        None where :meth:`lowrank` computes more (Tucker, DoRA)."""
+        if self.magnitude is not None or self.mid is not None:
+            return None
+        return F.flat(self._entries["lora_up.weight"][1]), F.flat(self._entries["lora_down.weight"][1]), self.scale
+
     def drop_device_cache(self) -> None:
         super().drop_device_cache()
         for t in self.__dict__.get("_truncations", {}).values():

@@ -31,23 +31,50 @@ class Contribution:
 
 
 class FactorCache:
-    """Float32 ``(up * gamma, down)`` of low-rank adapters, per device.
+    """Low-rank factors for the layer being rebuilt, never float32 copies kept.
 
-    Keeps the adapters alive while cached, so ``id()`` keys stay valid.
+    ``get(adapter, device, raw=True)`` gives ``(up, down, gamma)`` with
+    ``adapter.lowrank(device) == (up.float() * gamma, down.float())`` bit for
+    bit: for a plain LoRA/LoCon the file's own tensors (in the file's dtype;
+    on another device a copy in that dtype is kept while the adapter is in
+    use), which the caller converts straight into its float32 buffer; for the
+    others (LoHa as a Khatri-Rao product, Tucker) the float32 factors computed
+    now, with ``gamma`` 1. Without ``raw`` it gives the float32 pair. Nothing
+    float32 outlives the call: a layer's factors cost memory only while that
+    layer is rebuilt (or while a bypass hook holds them).
     """
 
     def __init__(self):
-        self._cache: dict[tuple[int, torch.device], tuple[Adapter, tuple | None]] = {}
+        self._cache: dict[tuple[int, torch.device], tuple[Adapter, tuple]] = {}
 
-    def get(self, adapter: Adapter, device: torch.device):
-        if not adapter.cache_lowrank:
-            return adapter.lowrank(device)
-        k = (id(adapter), torch.device(device))
+    def _source(self, adapter: Adapter, device: torch.device):
+        source = getattr(adapter, "lowrank_source", None)
+        src = source() if source is not None else None
+        if src is None:
+            return None
+        up, down, gamma = src
+        if up.device == device and down.device == device:
+            return src
+        k = (id(adapter), device)
         hit = self._cache.get(k)
         if hit is None:
-            hit = (adapter, adapter.lowrank(device))
+            hit = (adapter, (up.to(device), down.to(device), gamma))
             self._cache[k] = hit
         return hit[1]
+
+    def get(self, adapter: Adapter, device, raw: bool = False):
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        src = self._source(adapter, device)
+        if src is None:
+            f = adapter.lowrank(device)
+            return f if f is None or not raw else (f[0], f[1], 1.0)
+        if raw:
+            return src
+        up, down, gamma = src
+        up = up.to(torch.float32)
+        return (up if gamma == 1 else up * gamma), down.to(torch.float32)
 
     def drop(self, keep: set[int]) -> None:
         """Forget adapters whose ids are not in ``keep``."""
@@ -68,25 +95,39 @@ def blame(exc: BaseException, contribution: Contribution) -> None:
 
 
 def split(contribs, factors: FactorCache, device):
-    """``(U, D, dense)``: concatenated low-rank factors and the other contributions."""
-    ups, downs, dense = [], [], []
+    """``(U, D, dense)``: the low-rank contributions as one float32 product
+    ``U @ D`` (built here, each network's factors converted straight into its
+    columns of ``U`` and rows of ``D``, times gamma, times its multiplier, in
+    that order), and the other contributions."""
+    lows, dense = [], []
     for c in contribs:
         try:
-            f = factors.get(c.adapter, device)
+            f = factors.get(c.adapter, device, raw=True)
         except BaseException as e:
             blame(e, c)
             raise
         if f is None:
             dense.append(c)
-            continue
-        up, down = f
-        ups.append(up if c.multiplier == 1 else up * c.multiplier)
-        downs.append(down)
-    if not ups:
+        else:
+            lows.append((c, f))
+    if not lows:
         return None, None, dense
-    if len(ups) == 1:
-        return ups[0], downs[0], dense
-    return torch.cat(ups, 1), torch.cat(downs, 0), dense
+    rows, cols = lows[0][1][0].shape[0], lows[0][1][1].shape[1]
+    rank = sum(f[0].shape[1] for _, f in lows)
+    up = torch.empty((rows, rank), dtype=torch.float32, device=device)
+    down = torch.empty((rank, cols), dtype=torch.float32, device=device)
+    at = 0
+    for c, (u, d, gamma) in lows:
+        r = u.shape[1]
+        cols_u = up[:, at:at + r] if len(lows) > 1 else up
+        cols_u.copy_(u)
+        if gamma != 1:
+            cols_u.mul_(gamma)
+        if c.multiplier != 1:
+            cols_u.mul_(c.multiplier)
+        (down[at:at + r] if len(lows) > 1 else down).copy_(d)
+        at += r
+    return up, down, dense
 
 
 def add_dense(target: torch.Tensor, contribs, w32: torch.Tensor, b32: torch.Tensor | None):

@@ -23,6 +23,7 @@ from ..network import Network
 from ..resolve import Resolution, resolve
 from ..resolve.tree import ModelTree, Target
 from .bypass import BypassHook, hookable
+from . import memory
 from .merge import Contribution, FactorCache, combine
 from .params import bias_view, nbytes, weight_view
 from .uses import RowContext, RowWeights, Use
@@ -56,6 +57,28 @@ class ApplyReport:
     @property
     def skipped(self) -> list[NetworkReport]:
         return [n for n in self.networks if n.skipped]
+
+
+def _same_weight(a, b) -> bool:
+    return type(a) is type(b) and a == b if callable(a) or callable(b) else a == b
+
+
+def _same_uses(a: tuple[Use, ...], b: tuple[Use, ...]) -> bool:
+    """Whether two wanted sets ask for the same thing (networks by identity:
+    a file changed on disk is a new object)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x is y:
+            continue
+        if not (x.network is y.network and x.name == y.name and x.dyn == y.dyn and x.start == y.start
+                and x.stop == y.stop and _same_weight(x.te, y.te) and _same_weight(x.unet, y.unet)
+                and _same_weight(x.scale, y.scale)):
+            return False
+        if x.blocks is not y.blocks and (x.blocks is None or y.blocks is None or dict(x.blocks) != dict(y.blocks)
+                                         or getattr(x.blocks, "unnamed", None) != getattr(y.blocks, "unnamed", None)):
+            return False
+    return True
 
 
 def _signature(contribs: Iterable[Contribution]) -> tuple:
@@ -95,6 +118,10 @@ class Runtime:
         self._orig_b: dict[tuple, torch.Tensor] = {}
         self._hooks: dict[tuple, BypassHook] = {}
         self._factors = FactorCache()
+        #: What the last successful ``set`` was asked, and the touched
+        #: parameters as it left them: a request equal to it returns at once.
+        self._done: tuple | None = None
+        self._freed = 0  # bytes of originals dropped since the last set
         self._step: int | None = None
         self._total: int | None = None
         self.last_report: ApplyReport | None = None
@@ -133,13 +160,32 @@ class Runtime:
 
     # ------------------------------------------------------------- changes
     def set(self, uses: Iterable[Use], step: int | None = None, total_steps: int | None = None, mode: str | None = None) -> ApplyReport:
-        """Make the model compute with exactly ``uses`` (at sampling ``step``)."""
-        if mode is not None:
-            if mode not in MODES:
-                raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-            self.mode = mode
+        """Make the model compute with exactly ``uses`` (at sampling ``step``).
+
+        A request equal to the last one (the same network objects, multipliers,
+        options and mode; the same step where a use is scheduled) with the
+        touched parameters as that call left them returns at once: no layer
+        is looked at. A file changed on disk is a new network object, and a
+        model reloaded under the runtime shows in its parameters (replaced, or
+        their version counter moved): both take the full path, the latter
+        after forgetting the stale originals.
+        """
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         t0 = time.perf_counter()
         uses = tuple(uses)
+        new_mode = self.mode if mode is None else mode
+        if self._done is not None and self.last_report is not None:
+            if _same_uses(uses, self._uses) and new_mode == self.mode and (
+                    not any(u.scheduled for u in uses) or (step, total_steps) == (self._step, self._total)):
+                if self._stamp() == self._done:
+                    self._uses, self._step, self._total = uses, step, total_steps
+                    self.last_report = ApplyReport(self.effective_mode, self.last_report.networks, 0, time.perf_counter() - t0)
+                    return self.last_report
+                log.warning("the model's weights changed outside the runtime (reloaded?): its kept originals are dropped")
+                self.forget()
+        self.mode = new_mode
+        self._done = None
         want, reports = self._wanted(uses, step, total_steps)
         prev = (self._uses, self._step, self._total)
         self._uses, self._step, self._total = uses, step, total_steps
@@ -149,8 +195,26 @@ class Runtime:
             self._uses, self._step, self._total = prev
             raise
         self._forget_unused()
+        freed, self._freed = self._freed, 0
+        memory.release(freed)
         self.last_report = ApplyReport(self.effective_mode, reports, rebuilt, time.perf_counter() - t0)
+        self._done = self._stamp()
         return self.last_report
+
+    def _stamp(self) -> tuple:
+        """The touched parameters as objects and version counters (writes
+        through the parameter itself, as ``load_state_dict`` makes, move it;
+        the runtime writes through ``.data``, which does not)."""
+        out = []
+        for tid in self._applied:
+            target = self.tree.by_id[tid]
+            for name in (target.param, target.bias):
+                if name is None:
+                    continue
+                p = getattr(target.module, name, None)
+                # inference tensors (Forge loads weights under inference mode) keep no version counter
+                out.append((id(p), 0 if p is None or p.is_inference() else p._version))
+        return tuple(out)
 
     def step(self, step: int, total_steps: int | None = None) -> ApplyReport | None:
         """Advance to sampling ``step``; only scheduled networks' layers change."""
@@ -177,6 +241,8 @@ class Runtime:
         self._resolutions.clear()
         self._factors = FactorCache()
         self._uses = ()
+        self._done = None
+        self.last_report = None
 
     close = restore
 
@@ -260,6 +326,14 @@ class Runtime:
 
     @torch.no_grad()
     def _apply(self, target: Target, contribs: tuple[Contribution, ...], state: str | None) -> None:
+        try:
+            self._apply_one(target, contribs, state)
+        finally:
+            # float32 copies the adapters made for this layer go with it
+            for c in contribs:
+                c.adapter.drop_device_cache()
+
+    def _apply_one(self, target: Target, contribs: tuple[Contribution, ...], state: str | None) -> None:
         tid = target.id
         if self._state.get(tid) == _HOOKED and state != _HOOKED:
             self._hooks.pop(tid).remove()
@@ -310,9 +384,11 @@ class Runtime:
         w = self._orig_w.pop(tid, None)
         if w is not None:
             weight_view(target).copy_(w)
+            self._freed += nbytes(w)
         b = self._orig_b.pop(tid, None)
         if b is not None:
             bias_view(target).copy_(b)
+            self._freed += nbytes(b)
 
     def _forget_unused(self) -> None:
         live = {id(c.adapter) for cs in self._applied.values() for c in cs}

@@ -124,6 +124,8 @@ def register(ext, networks) -> None:
     for net in networks:
         for name, tensors in net.embeddings.items():
             wanted.setdefault(name, (net, tensors))
+    if not wanted and not ext._embeddings:
+        return  # the usual case: nothing bundled, nothing registered
     dbs = databases()
     for name, emb in list(ext._embeddings.items()):
         if name not in wanted or emb.lycoris_source != wanted[name][0].path:

@@ -125,6 +125,19 @@ def test_same_set_again_does_nothing(fresh):
     assert rt.set([uses[0], Use(nets["lokr"], 0.3, 0.5)]).rebuilt == n_te
 
 
+def _held(net) -> int:
+    """Float32 copies an adapter (or its dyn= truncations) keeps of its tensors."""
+    return sum(len(a._device_cache) + sum(len(t._device_cache) for t in a.__dict__.get("_truncations", {}).values())
+               for a in net.modules.values())
+
+
+def _drop_all(nets) -> None:
+    """Forget what other tests' direct calls (apply, delta) left in the adapters."""
+    for net in nets.values():
+        for a in net.modules.values():
+            a.drop_device_cache()
+
+
 def test_loha_joins_the_low_rank_product_without_being_kept(fresh):
     """A small LoHa is written in the same addmm as the LoRA (rank r1*r2),
     and its larger factors are rebuilt per change, not kept."""
@@ -132,30 +145,72 @@ def test_loha_joins_the_low_rank_product_without_being_kept(fresh):
     rt = make()
     before = views(tree)
     uses = [Use(nets["lora"], 0.7, 0.9), Use(nets["loha"], 0.5, 0.5)]
+    _drop_all(nets)
     rt.set(uses)
+    assert len(rt._factors) == 0 and _held(nets["loha"]) == 0
     check_merged(rt, before, uses)
-    loha = {id(m.adapter) for m in rt.resolution(nets["loha"]).matches}
     assert all(m.adapter.lowrank() is not None for m in rt.resolution(nets["loha"]).matches)
-    assert not loha & {k[0] for k in rt._factors._cache}
-    assert len(rt._factors) > 0  # the LoRA's are kept
+    for m in rt.resolution(nets["loha"]).matches:
+        m.adapter.drop_device_cache()
 
 
-def test_unwanted_networks_keep_no_device_copies(fresh):
-    """The float32 copies an adapter makes of its tensors go when its network
-    is no longer wanted (on a GPU they would hold VRAM for every network the
-    cache keeps)."""
+def test_no_float32_copies_of_factors_are_kept(fresh):
+    """While networks are active, nothing but the originals is kept: the
+    factors are converted from the file's tensors per layer as it is rebuilt
+    (on the CPU not even a copy in the file's dtype)."""
     parts, tree, nets, make, snap = fresh
     rt = make()
-    held = lambda net: sum(len(a._device_cache) + sum(len(t._device_cache) for t in a.__dict__.get("_truncations", {}).values())  # noqa: E731
-                           for a in net.modules.values())
-    rt.set([Use(nets["lora"], 1, 1, dyn=2), Use(nets["loha"], 1, 1)])
-    assert held(nets["lora"]) > 0 and held(nets["loha"]) > 0
+    _drop_all(nets)
+    rt.set([Use(nets["lora"], 1, 1, dyn=2), Use(nets["loha"], 1, 1), Use(nets["lokr"], 0.5, 1), Use(nets["dora"], 1, 1)])
+    assert all(_held(nets[a]) == 0 for a in ("lora", "loha", "lokr", "dora"))
+    assert len(rt._factors) == 0
     rt.set([Use(nets["loha"], 0.5, 0.5)])
-    assert held(nets["lora"]) == 0 and held(nets["loha"]) > 0
-    rt.set([Use(nets["lora"], 1, 1, start=2)], step=0)  # wanted but not active yet: kept for later steps
-    assert held(nets["loha"]) == 0
+    rt.set([Use(nets["lora"], 1, 1, start=2)], step=0)  # wanted but not active yet
     rt.restore()
-    assert held(nets["lora"]) == 0
+    assert all(_held(nets[a]) == 0 for a in ("lora", "loha", "lokr", "dora"))
+
+
+def _old_split(contribs, device="cpu"):
+    """The factors as the runtime built them before they were streamed: float32
+    ``lowrank()`` of each adapter (kept), times the multiplier, concatenated."""
+    ups, downs = [], []
+    for adapter, m in contribs:
+        up, down = adapter.lowrank(device)
+        ups.append(up if m == 1 else up * m)
+        downs.append(down)
+        adapter.drop_device_cache()
+    return (ups[0], downs[0]) if len(ups) == 1 else (torch.cat(ups, 1), torch.cat(downs, 0))
+
+
+@pytest.mark.parametrize("dyn", [None, 1, 3])
+def test_streamed_factors_are_the_same_bits(fresh, dyn):
+    """Converting the file's factors per layer gives exactly the float32
+    factors kept before, so the merged weights do not change by a bit."""
+    from lycoris_ext.runtime.merge import Contribution, FactorCache, combine, split
+
+    parts, tree, nets, make, snap = fresh
+    rt = make()
+    mults = [1.0, 0.7, -1.3, 1 / 3]
+    by_target = {}
+    for i, algo in enumerate(["lora", "loha", "lora", "loha"]):
+        for m in rt.resolution(nets[algo]).matches:
+            ad = m.adapter.truncated(dyn) if dyn is not None else m.adapter
+            by_target.setdefault(m.target.id, (m.target, []))[1].append((ad, mults[i]))
+    checked = 0
+    for target, contribs in by_target.values():
+        cs = [Contribution(f"n{i}", "k", ad, m) for i, (ad, m) in enumerate(contribs)]
+        up, down, dense = split(cs, FactorCache(), "cpu")
+        assert not dense
+        want_up, want_down = _old_split(contribs)
+        assert up.is_contiguous() and down.is_contiguous()
+        assert torch.equal(up, want_up) and torch.equal(down, want_down), target.label
+        w = weight_view(target).float()
+        got, _ = combine(w, None, cs, FactorCache())
+        want = w.clone(memory_format=torch.contiguous_format)
+        want.view(want_up.shape[0], -1).addmm_(want_up, want_down)
+        assert torch.equal(got, want), target.label
+        checked += 1
+    assert checked > 10
 
 
 def test_order_of_changes_does_not_matter(fresh):
@@ -308,8 +363,12 @@ def test_schedule_steps(fresh):
 def test_step_only_rebuilds_scheduled_network(fresh):
     parts, tree, nets, make, snap = fresh
     rt = make(mode=MERGE)
-    rt.set([Use(nets["loha"], 1, 1), Use(nets["lora"], 1, 1, start=3)], step=0)
-    n = len(rt.resolution(nets["lora"]).matches)
+    late = Use(nets["lora"], 1, 1, start=3)
+    rt.set([Use(nets["loha"], 1, 1), late], step=0)
+    # the layers whose multiplier differs between step 0 and step 3
+    n = sum(1 for m in rt.resolution(nets["lora"]).matches
+            if late.part_multiplier(m.target.part, 0) != late.part_multiplier(m.target.part, 3))
+    assert n > 0
     assert rt.step(1) is None or rt.last_report.rebuilt == 0
     assert rt.step(3).rebuilt == n
 
