@@ -20,6 +20,17 @@ from .uses import RowContext, RowWeights
 _HOOKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.GroupNorm)
 
 
+def is_linear(module) -> bool:
+    """``nn.Linear``, or a host's own linear layer that is a bare ``nn.Module``
+    computing ``F.linear(x, self.weight, self.bias)`` (Forge's
+    ``backend.operations.ForgeOperations.Linear``)."""
+    if isinstance(module, nn.Linear):
+        return True
+    w = getattr(module, "weight", None)
+    return (isinstance(w, torch.Tensor) and w.dim() == 2
+            and (getattr(module, "out_features", None), getattr(module, "in_features", None)) == tuple(w.shape))
+
+
 def hookable(target: Target) -> bool:
     """Whether a forward hook can carry this target's change.
 
@@ -27,7 +38,7 @@ def hookable(target: Target) -> bool:
     used inside other modules' forwards, so they are always merged.
     """
     return (
-        isinstance(target.module, _HOOKABLE)
+        (isinstance(target.module, _HOOKABLE) or is_linear(target.module))
         and target.param == "weight"
         and target.rows is None
         and target.cols is None
@@ -166,7 +177,7 @@ class BypassHook:
     def _dense_out(module, x, dw, db, like):
         dw = None if dw is None else dw.to(x.device, x.dtype)
         db = None if db is None else db.to(x.device, x.dtype)
-        if isinstance(module, nn.Linear):
+        if is_linear(module):
             out = F.linear(x, dw, db)
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             out = module._conv_forward(x, dw, db)
@@ -188,7 +199,7 @@ class BypassHook:
         # The layer's own output is a fresh tensor: add into it in place
         # unless autograd records it.
         inplace = not y.requires_grad
-        if isinstance(module, nn.Linear):
+        if is_linear(module):
             if up is not None:
                 h = F.linear(x, down)
                 if inplace and y.is_contiguous() and y.dtype == h.dtype:

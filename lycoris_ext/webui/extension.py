@@ -214,6 +214,9 @@ class LycorisExtension:
 
         self._activations += 1
         hires = self.is_hires_activation(p, params_list)
+        if (getattr(p, "is_hr_pass", False) and not host.opt("hires_fix_use_firstpass_conds", False)
+                and any(k in ("hr", "hrte") for params in params_list for k in getattr(params, "named", {}))):
+            host.drop_hires_conds(p)
         act = self.planner.plan(self.read_job(p, params_list, hires))
         self._act = act
         if act.per_image:
@@ -379,12 +382,16 @@ class LycorisExtension:
         self._rows_off()
         state = {"images": [], "uncond": [], "cursor": 0}
 
-        def pre_hook(module, args):
-            x = args[0] if args else None
+        def pre_hook(module, args, kwargs):
+            x = args[0] if args else kwargs.get("x")
             if x is None or not state["images"]:
                 rt.rows.clear()
                 return None
             n = int(x.shape[0])
+            layout = host.row_layout(kwargs, n)
+            if layout is not None:  # Forge, reForge: the call's own chunk layout
+                rt.rows.set(*layout)
+                return None
             total = len(state["images"])
             start = state["cursor"] % total
             idx = [(start + k) % total for k in range(n)]
@@ -392,7 +399,7 @@ class LycorisExtension:
             state["cursor"] = start + n
             return None
 
-        self._row_hook = (unet, unet.register_forward_pre_hook(pre_hook), state, rt)
+        self._row_hook = (unet, unet.register_forward_pre_hook(pre_hook, with_kwargs=True), state, rt)
 
     def _rows_off(self) -> None:
         hook = getattr(self, "_row_hook", None)

@@ -25,17 +25,30 @@ def opt(key: str, default=None):
 CONDS_CACHES = ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc")
 
 
-def drop_cached_conds(p) -> None:
+def drop_cached_conds(p, names=CONDS_CACHES) -> None:
     """Forget the processing object's cached conditionings.
 
     The WebUI keys them on the prompt and its tokens (the lists are shared by
     every processing object), so a network whose file or settings changed
     under the same tokens would otherwise give last time's conditioning.
     """
-    for name in CONDS_CACHES:
+    for name in names:
         cache = getattr(p, name, None)
         if isinstance(cache, list) and cache:
             cache[0] = None
+
+
+def drop_hires_conds(p) -> None:
+    """Make the WebUI encode the hires pass's conditionings again.
+
+    Forge encodes them in ``setup_conds``, before the hires pass, with the
+    hires networks activated; when the hires tokens equal the first pass's
+    (``hr=`` in the prompt itself) that early call looks like the first pass,
+    so they were encoded with the first pass's text-encoder weights.
+    ``calculate_hr_conds`` returns at once while ``p.hr_c`` is set.
+    """
+    drop_cached_conds(p, ("cached_hr_c", "cached_hr_uc"))
+    p.hr_c = p.hr_uc = None
 
 
 def network_dirs() -> list[str]:
@@ -104,6 +117,23 @@ def _forge_parts(sd_model) -> dict:
     parts = {"te": encoders[0]} if len(encoders) == 1 else {f"te{i + 1}": e for i, e in enumerate(encoders)}
     parts["unet"] = unet
     return parts
+
+
+def row_layout(kwargs: dict, rows: int):
+    """``(images, uncond)`` of the rows of one UNet call where the host says it.
+
+    Forge and reForge (ComfyUI-style ``calc_cond_uncond_batch``) call the UNet
+    with ``transformer_options["cond_or_uncond"]``: one entry per chunk (0 cond,
+    1 uncond; the uncond chunk first when both fit in one call), each chunk a
+    whole batch in image order (AND sub-prompts: one chunk each). Row ``r`` is
+    image ``r % B`` of chunk ``r // B``. None where there is no such option (A1111).
+    """
+    options = kwargs.get("transformer_options")
+    sides = options.get("cond_or_uncond") if isinstance(options, dict) else None
+    if not sides or rows % len(sides):
+        return None
+    b = rows // len(sides)
+    return [r % b for r in range(rows)], [sides[r // b] == 1 for r in range(rows)]
 
 
 def writing(modules):

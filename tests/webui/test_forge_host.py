@@ -86,3 +86,78 @@ def test_forge_parts_and_writes_inside_inference_mode(webui):
 
     activate(w, "a cat")
     assert changed(modules, snap) == set() and rt.kept_bytes == 0
+
+
+class ForgeLinear(torch.nn.Module):
+    """Forge's ``ForgeOperations.Linear``: a bare module (not ``nn.Linear``) computing F.linear."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def _forge_linears(module):
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.Linear):
+            setattr(module, name, ForgeLinear(child))
+        else:
+            _forge_linears(child)
+    return module
+
+
+def test_forge_linear_layers_take_bypass_hooks(webui):
+    """Bypass (and per-image rows) need hooks on Forge's own Linear class too; merged instead,
+    every image of a batch would get the first image's weight."""
+    from lycoris_ext.network import load_network
+    from lycoris_ext.resolve.tree import A1111, ModelTree
+    from lycoris_ext.runtime import Runtime, Use
+    from lycoris_ext.synthetic import build_model
+
+    path = webui.write("tiny", seed=5)
+    parts = build_model("sd15", shrink=16)
+    plain = Runtime(ModelTree(dict(parts), A1111, "sd1"), mode="merge")
+    forge = {k: _forge_linears(m) for k, m in build_model("sd15", shrink=16).items()}
+    rt = Runtime(ModelTree(forge, A1111, "sd1"), mode="bypass")
+    net = load_network(path)
+    rt.set([Use(net, 1.0, 0.7)])
+    plain.set([Use(net, 1.0, 0.7)])
+    assert rt.layers()["merged"] == 0 and rt.layers()["hooked"] == plain.layers()["merged"]
+    name = next(n for n, m in forge["unet"].named_modules() if isinstance(m, ForgeLinear) and "attn1.to_q" in n)
+    x = torch.randn(2, 5, forge["unet"].get_submodule(name).in_features)
+    assert torch.allclose(forge["unet"].get_submodule(name)(x), parts["unet"].get_submodule(name)(x), atol=1e-5)
+
+
+def test_row_layout_from_forge_transformer_options():
+    """Forge/reForge call the UNet with ``transformer_options["cond_or_uncond"]``: one entry per
+    chunk of a whole batch (1 = uncond), the uncond chunk first when both fit in one call."""
+    from lycoris_ext.webui import host
+
+    opts = lambda sides: {"transformer_options": {"cond_or_uncond": sides}}  # noqa: E731
+    assert host.row_layout(opts([1, 0]), 8) == ([0, 1, 2, 3, 0, 1, 2, 3], [True] * 4 + [False] * 4)
+    assert host.row_layout(opts([0]), 3) == ([0, 1, 2], [False] * 3)
+    assert host.row_layout(opts([0, 0, 1]), 6) == ([0, 1, 0, 1, 0, 1], [False] * 4 + [True] * 2)  # AND: a chunk each
+    assert host.row_layout({}, 4) is None and host.row_layout(opts([1, 0]), 7) is None
+
+
+def test_hires_weights_reencode_the_hires_conditioning(webui):
+    """Forge and reForge encode the hires conditioning before the hires pass; with ``hr=`` the
+    tokens equal the first pass's, so it was encoded with the first pass's text-encoder weights.
+    At the hires pass's activation it is dropped, so the WebUI encodes it again."""
+    from modules import extra_networks
+
+    webui.write("tiny", seed=5)
+    w = webui.start()
+    p = w.a1111.make_txt2img(prompt="a cat <lora:tiny:1:hr=0.5>", enable_hr=True)
+    p.setup_prompts()
+    p.iteration, p.is_hr_pass = 0, True
+    p.prompts, p.negative_prompts = p.all_prompts[:1], p.all_negative_prompts[:1]
+    p.hr_c, p.hr_uc = "encoded before", "encoded before"
+    w.ext.activate(p, [extra_networks.ExtraNetworkParams(items=["tiny", "1", "hrunet=0.5"])])
+    assert p.hr_c == "encoded before"  # only the UNet differs: nothing to encode again
+    w.ext.activate(p, [extra_networks.ExtraNetworkParams(items=["tiny", "1", "hr=0.5"])])
+    assert p.hr_c is None and p.hr_uc is None
+    assert [(u.te, u.unet) for u in w.ext.runtime().uses] == [(0.5, 0.5)]
