@@ -1,0 +1,459 @@
+#!/usr/bin/env python
+"""What switching networks costs in a real WebUI, driven through its HTTP API.
+
+A client, as a user's script would be: every measured call is a
+``POST /sdapi/v1/txt2img`` (64x64, 1 step, fixed seed, so the network work
+stands out) whose prompt carries the wanted set as ``<lora:name:mult>``
+tokens. The same scenarios run against the host's own Lora (the built-in,
+this extension disabled) and against this extension, one after the other in
+one run, beside the floor of each scenario measured on the same machine in
+the same run; memory is the server process's (``/proc/<pid>/status``).
+
+Scenarios (each a real change of the wanted set unless said; A-D are four
+network files):
+
+    no network          none -> none, same prompt (the WebUI's cached conds: the base line, T0)
+    first apply         none -> A
+    same set again      A,B,C,D -> A,B,C,D (nothing changes)
+    change multiplier   A:1,B,C <-> A:0.5,B,C (both directions)
+    add a fourth        A,B,C -> A,B,C,D
+    remove one          A,B,C,D -> A,B,C
+    switch the set      A,B <-> C,D (both directions)
+    back to none        A,B,C -> none
+
+Each scenario's figure is the median of ``--repeats`` calls minus T0's
+median. Rounds go round-robin (one cycle of every transition per round), so
+a slow drift of the machine hits every scenario alike. Pixels are checked:
+the same set gives the same image, back to none gives the plain image,
+different sets give different images.
+
+The floor of a scenario is what any method must do on this machine: copy
+the touched weights once (float32 read + write) and add the low-rank
+products of every active network into them, one ``addmm_`` per layer over
+the networks' concatenated factors (float32, ready), with shapes read from
+the files' headers. It needs torch in the client's Python (``--floor-python``
+runs it in another one, e.g. the WebUI's venv).
+
+Two ways to run it:
+
+* ``--webui DIR --python PY [--server-args ...]``: the script starts the
+  server twice (``launch.py --nowebui --api``; first with
+  ``--disable-extra-extensions`` for the built-in, then with every extension
+  on), waits for its API, measures and stops it. The pid it starts is the
+  server (``launch.py`` runs the WebUI in its own process).
+* ``--url URL --pid PID --label NAME``: measure a server already running
+  (one phase; write ``--json`` and combine phases with ``--compare a.json b.json``).
+
+    python bench/bench_host.py --webui /work/hosts/a1111 --python /work/hosts/venv/bin/python \\
+        --server-args "--skip-torch-cuda-test --use-cpu all --no-half --ckpt models/Stable-diffusion/sd15.safetensors" \\
+        --networks A B C D --repeats 5 --json bench/results/host.json
+
+Only the standard library is needed for the client itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+
+SCENARIOS = [
+    "first apply (none -> A)",
+    "same set again (ABCD -> ABCD)",
+    "change one multiplier (A:1 <-> A:0.5, with B, C)",
+    "add a fourth (ABC -> ABCD)",
+    "remove one (ABCD -> ABC)",
+    "switch the set (AB <-> CD)",
+    "back to none (ABC -> none)",
+]
+T0 = "no network (same prompt)"
+
+# ranks of the active sets each scenario must end with: for the floor
+FLOOR_SETS = {
+    "first apply (none -> A)": ["A"],
+    "same set again (ABCD -> ABCD)": None,
+    "change one multiplier (A:1 <-> A:0.5, with B, C)": ["A", "B", "C"],
+    "add a fourth (ABC -> ABCD)": ["A", "B", "C", "D"],
+    "remove one (ABCD -> ABC)": ["A", "B", "C"],
+    "switch the set (AB <-> CD)": ["C", "D"],
+    "back to none (ABC -> none)": [],
+}
+
+
+# ------------------------------------------------------------------ client
+def http(url, data=None, timeout=3600):
+    body = None if data is None else json.dumps(data).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read().decode() or "null")
+
+
+def pixels_digest(png: bytes) -> str:
+    """A digest of a PNG's image data only (its text chunks carry the prompt)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    pos, data, head = 8, b"", b""
+    while pos < len(png):
+        (n,) = struct.unpack(">I", png[pos:pos + 4])
+        kind, chunk = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            head = chunk
+        elif kind == b"IDAT":
+            data += chunk
+        elif kind == b"IEND":
+            break
+    return hashlib.md5(head + zlib.decompress(data)).hexdigest()[:12]
+
+
+def proc_memory(pid) -> dict | None:
+    if not pid:
+        return None
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM"):
+                    out[k] = int(v.split()[0]) * 1024
+    except OSError:
+        return None
+    return out
+
+
+def wait_for(api, seconds, proc=None) -> list:
+    t0 = time.time()
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before its API answered")
+        try:
+            return http(api + "/sd-models", timeout=10)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            if time.time() - t0 > seconds:
+                raise
+            time.sleep(2)
+
+
+def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234, prompt="a cat"):
+    """One phase: every scenario against the server at ``url``."""
+    api = url.rstrip("/") + "/sdapi/v1"
+    A, B, C, D = names
+    calls = []
+
+    def call(nets, tag=None):
+        text = prompt + "".join(" " + token.format(name=n, mult=m) for n, m in nets)
+        payload = {"prompt": text, "negative_prompt": "", "seed": seed, "steps": steps, "width": size, "height": size,
+                   "sampler_name": "Euler", "cfg_scale": 7.0, "batch_size": 1, "n_iter": 1,
+                   "send_images": True, "save_images": False}
+        t = time.perf_counter()
+        try:
+            r = http(api + "/txt2img", payload)
+        except urllib.error.HTTPError as e:  # the server's error, e.g. NaNs: noted, the run goes on
+            detail = e.read().decode(errors="replace")[:300]
+            calls.append({"tag": tag, "prompt": text, "seconds": None, "error": f"HTTP {e.code}: {detail}"})
+            print(f"  call failed ({tag}: {text}): HTTP {e.code} {detail}", flush=True)
+            return None, None
+        dt = time.perf_counter() - t
+        import base64
+
+        digest = pixels_digest(base64.b64decode(r["images"][0].split(",", 1)[-1]))
+        calls.append({"tag": tag, "prompt": text, "seconds": dt, "pixels": digest})
+        return dt, digest
+
+    none, sA = [], [(A, 1)]
+    sABC, sABC05 = [(A, 1), (B, 1), (C, 1)], [(A, 0.5), (B, 1), (C, 1)]
+    sABCD, sAB, sCD = [(A, 1), (B, 1), (C, 1), (D, 1)], [(A, 1), (B, 1)], [(C, 1), (D, 1)]
+    memory = {}
+    for _ in range(3):
+        call(none, "warm-up")
+    memory["before any network"] = proc_memory(pid)
+    cold = {"first apply after start": call(sA, "cold")[0] or float("nan")}
+    cold["first A -> A,B,C,D (B, C, D read)"] = call(sABCD, "cold")[0] or float("nan")
+    memory["A,B,C,D active (first time)"] = proc_memory(pid)
+    call(none, "cold")
+    memory["back to none (first time)"] = proc_memory(pid)
+    for s in (sABC, sABC05, sABCD, sAB, sCD, none, sA, none):  # every transition once, untimed
+        call(s, "warm-up")
+
+    res: dict[str, list] = {}
+
+    def add(name, nets):
+        dt, digest = call(nets, name)
+        if dt is not None:
+            res.setdefault(name, []).append((dt, digest))
+
+    for _ in range(repeats):
+        add(T0, none)
+        add(SCENARIOS[0], sA)
+        call(none, "setup")
+        call(sABCD, "setup")
+        add(SCENARIOS[1], sABCD)
+        call(sABC, "setup")
+        add(SCENARIOS[2], sABC05)
+        add(SCENARIOS[2], sABC)
+        add(SCENARIOS[3], sABCD)
+        memory.setdefault("A,B,C,D active", proc_memory(pid))
+        add(SCENARIOS[4], sABC)
+        add(SCENARIOS[6], none)
+        memory.setdefault("back to none", proc_memory(pid))
+        call(sAB, "setup")
+        add(SCENARIOS[5], sCD)
+        add(SCENARIOS[5], sAB)
+        call(none, "setup")
+    memory["end (no network)"] = proc_memory(pid)
+
+    for name in [T0, *SCENARIOS]:
+        res.setdefault(name, [])
+    digests = lambda name: {d for _, d in res[name]}  # noqa: E731
+    plain = digests(T0)
+    checks = {
+        "no network gives one image": len(plain) == 1,
+        "back to none gives the plain image": digests(SCENARIOS[6]) <= plain,
+        "A gives one image, not the plain one": len(digests(SCENARIOS[0])) == 1 and not digests(SCENARIOS[0]) & plain,
+        "the same set again gives the same image": len(digests(SCENARIOS[1])) == 1
+        and digests(SCENARIOS[1]) == {d for _, d in res[SCENARIOS[3]]},
+        "A,B,C,D differs from A,B,C": not digests(SCENARIOS[3]) & digests(SCENARIOS[4]),
+        "A,B differs from C,D": len(digests(SCENARIOS[5])) == 2,
+        "A at 0.5 differs from A at 1": len(digests(SCENARIOS[2])) == 2,
+    }
+    t0 = statistics.median(dt for dt, _ in res[T0]) if res[T0] else float("nan")
+    table = {}
+    for name, v in res.items():
+        ts = [dt for dt, _ in v] or [float("nan")]
+        table[name] = {"median": statistics.median(ts), "minus_T0": statistics.median(ts) - t0, "min": min(ts), "max": max(ts), "all": ts}
+    checks["every call answered"] = all(c.get("seconds") is not None for c in calls)
+    return {"label": label, "url": url, "token": token, "networks": list(names), "repeats": repeats, "T0": t0,
+            "table": table, "cold": cold, "memory": memory, "checks": checks, "calls": calls}
+
+
+# ------------------------------------------------------------------ floor
+def header_shapes(path) -> dict:
+    """``{module: (up shape, down shape)}`` of a kohya LoRA file, from its header."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        head = json.loads(f.read(n))
+    out = {}
+    for key, info in head.items():
+        if key == "__metadata__":
+            continue
+        for part in ("lora_up.weight", "lora_down.weight"):
+            if key.endswith("." + part):
+                out.setdefault(key[: -len(part) - 1], {})[part] = tuple(info["shape"])
+    return {k: (v["lora_up.weight"], v["lora_down.weight"]) for k, v in out.items() if len(v) == 2}
+
+
+def floor_times(files: dict, repeats: int = 5, threads: int | None = None) -> dict:
+    """Seconds of the floor of each scenario on this machine (needs torch)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    shapes = {name: header_shapes(path) for name, path in files.items()}
+    layers = sorted(set().union(*[set(s) for s in shapes.values()]))
+    g = torch.Generator().manual_seed(0)
+    weight_shape = {}
+    for mod in layers:
+        up, down = next(shapes[n][mod] for n in shapes if mod in shapes[n])
+        weight_shape[mod] = (up[0], int(torch.tensor(down[1:]).prod()))
+    live = {m: torch.randn(s, generator=g) * 0.02 for m, s in weight_shape.items()}
+    orig = {m: w.clone() for m, w in live.items()}
+    touched = sum(w.numel() * 4 for w in orig.values())
+
+    def factors(active):
+        out = {}
+        for m in layers:
+            ups, downs = [], []
+            for n in active:
+                if m in shapes[n]:
+                    up, down = shapes[n][m]
+                    ups.append(torch.randn(up[0], up[1], generator=g) * 0.01)
+                    downs.append(torch.randn(down[0], weight_shape[m][1], generator=g) * 0.01)
+            if ups:
+                out[m] = (torch.cat(ups, 1), torch.cat(downs, 0))
+        return out
+
+    result = {"touched_bytes": touched, "layers": len(layers)}
+    for scenario, active in FLOOR_SETS.items():
+        if active is None:
+            result[scenario] = 0.0
+            continue
+        f = factors([n for n in active if n in shapes])
+        samples = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            for m, w in live.items():
+                w.copy_(orig[m])
+                if m in f:
+                    w.addmm_(*f[m])
+            samples.append(time.perf_counter() - t)
+        result[scenario] = statistics.median(samples[1:])
+    return result
+
+
+# ------------------------------------------------------------------ server
+def start_server(webui, python, args, port, builtin_only, log):
+    cmd = [python, "launch.py", "--nowebui", "--api", "--port", str(port), *args]
+    if builtin_only:
+        cmd.append("--disable-extra-extensions")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, cwd=webui, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop_server(proc) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# ------------------------------------------------------------------ report
+def report(phases: list[dict], floor: dict | None) -> str:
+    lines = []
+    names = [p["label"] for p in phases]
+    head = f"{'scenario':52}" + "".join(f"{n[:14]:>15}" for n in names) + (f"{'floor':>10}" if floor else "")
+    if floor and len(phases) == 2:
+        head += f"{names[1][:10] + '/floor':>18}{names[0][:8] + '/' + names[1][:8]:>20}"
+    lines += [f"seconds per call minus T0 (medians; T0: " + ", ".join(f"{p['label']} {p['T0']:.3f} s" for p in phases) + ")", head, "-" * len(head)]
+    for s in SCENARIOS:
+        row = f"{s:52}" + "".join(f"{p['table'][s]['minus_T0']:15.3f}" for p in phases)
+        if floor:
+            row += f"{floor[s]:10.3f}"
+            if len(phases) == 2:
+                ours, theirs = phases[1]["table"][s]["minus_T0"], phases[0]["table"][s]["minus_T0"]
+                row += f"{(ours / floor[s]) if floor[s] > 0 else float('nan'):17.2f}x" if floor[s] > 0 else f"{'-':>18}"
+                row += f"{theirs / ours:19.2f}x" if ours > 0.005 else f"{'-':>20}"
+        lines.append(row)
+    lines.append("")
+    for p in phases:
+        cold = ", ".join(f"{k} {v:.2f} s" for k, v in p["cold"].items())
+        lines.append(f"{p['label']}: cold {cold}")
+    lines.append("")
+    touched = floor["touched_bytes"] if floor else None
+    lines.append("server memory, VmRSS (growth over 'before any network'" + (f"; touched originals {touched / 2**30:.2f} GiB" if touched else "") + "):")
+    for p in phases:
+        mem = p["memory"]
+        base = (mem.get("before any network") or {}).get("VmRSS")
+        if not base:
+            lines.append(f"  {p['label']}: no /proc figures (give --pid)")
+            continue
+        for k, v in mem.items():
+            if not v:
+                continue
+            grow = v["VmRSS"] - base
+            ratio = f"  {grow / touched:5.2f}x touched" if touched and k != "before any network" else ""
+            lines.append(f"  {p['label']:14} {k:32} {v['VmRSS'] / 2**30:7.2f} GiB  +{grow / 2**30:5.2f} GiB{ratio}  (peak {v['VmHWM'] / 2**30:.2f} GiB)")
+    lines.append("")
+    for p in phases:
+        bad = [k for k, ok in p["checks"].items() if not ok]
+        lines.append(f"{p['label']}: pixel checks " + ("all passed" if not bad else "FAILED: " + "; ".join(bad)))
+    return "\n".join(lines)
+
+
+def load_avg() -> str:
+    try:
+        return open("/proc/loadavg").read().split(" ")[:3].__str__()
+    except OSError:
+        return "?"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--webui", help="the WebUI's folder: start the server for each phase")
+    ap.add_argument("--python", default=sys.executable, help="the WebUI's Python (with --webui)")
+    ap.add_argument("--server-args", default="", help="more arguments for launch.py (one string)")
+    ap.add_argument("--port", type=int, default=7861)
+    ap.add_argument("--phases", default="builtin,extension", help="with --webui: which phases, in order")
+    ap.add_argument("--url", default=None, help="a running server (one phase)")
+    ap.add_argument("--pid", type=int, default=None, help="the running server's pid (memory)")
+    ap.add_argument("--label", default="server")
+    ap.add_argument("--lora-dir", default=None, help="where A-D are (for the floor); default <webui>/models/Lora")
+    ap.add_argument("--networks", nargs=4, default=["A", "B", "C", "D"], metavar="NAME")
+    ap.add_argument("--token", default="<lora:{name}:{mult}>")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--floor-repeats", type=int, default=5)
+    ap.add_argument("--floor-python", default=None, help="measure the floor with this Python (needs torch)")
+    ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--start-timeout", type=float, default=900)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--compare", nargs="+", default=None, help="print the report of saved phases (JSON files)")
+    ap.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+
+    lora_dir = a.lora_dir or (os.path.join(a.webui, "models", "Lora") if a.webui else None)
+    files = {n: os.path.join(lora_dir, f"{n}.safetensors") for n in a.networks} if lora_dir else {}
+    files = {k: v for k, v in zip("ABCD", files.values())} if files else {}
+
+    if a.floor_only:
+        print(json.dumps(floor_times(files, a.floor_repeats)))
+        return 0
+    if a.compare:
+        saved = [json.load(open(p)) for p in a.compare]
+        phases = [ph for s in saved for ph in s.get("phases", [s])]
+        floor = next((s.get("floor") for s in saved if s.get("floor")), None)
+        print(report(phases, floor))
+        return 0
+
+    def floor():
+        if a.no_floor or not files:
+            return None
+        if a.floor_python:
+            out = subprocess.run([a.floor_python, os.path.abspath(__file__), "--floor-only", "--lora-dir", lora_dir,
+                                  "--networks", *a.networks, "--floor-repeats", str(a.floor_repeats)],
+                                 check=True, capture_output=True, text=True).stdout
+            return json.loads(out.strip().splitlines()[-1])
+        return floor_times(files, a.floor_repeats)
+
+    started = time.time()
+    phases, loads = [], {"start": load_avg()}
+    if a.webui:
+        log_path = os.path.abspath((a.json or "bench_host") + ".server.log")
+        for phase in [p.strip() for p in a.phases.split(",") if p.strip()]:
+            with open(log_path, "a") as log:
+                log.write(f"\n===== {phase} =====\n")
+                log.flush()
+                proc = start_server(a.webui, a.python, shlex.split(a.server_args), a.port, phase == "builtin", log)
+                try:
+                    url = f"http://127.0.0.1:{a.port}"
+                    wait_for(url + "/sdapi/v1", a.start_timeout, proc)
+                    print(f"{phase}: server pid {proc.pid} up after {time.time() - started:.0f} s; load {load_avg()}", flush=True)
+                    phases.append(measure(url, proc.pid, a.networks, a.token, a.repeats, phase))
+                    loads[phase] = load_avg()
+                    if a.json:  # each phase is kept as soon as it is measured
+                        with open(a.json, "w") as f:
+                            json.dump({"phases": phases, "floor": None, "load": loads}, f, indent=1)
+                finally:
+                    stop_server(proc)
+    else:
+        url = a.url or f"http://127.0.0.1:{a.port}"
+        wait_for(url.rstrip("/") + "/sdapi/v1", a.start_timeout)
+        phases.append(measure(url, a.pid, a.networks, a.token, a.repeats, a.label))
+        loads[a.label] = load_avg()
+    fl = floor()
+    loads["end"] = load_avg()
+    text = report(phases, fl)
+    print(text)
+    print(f"\nload average: {loads}; {time.time() - started:.0f} s in all")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"phases": phases, "floor": fl, "load": loads, "report": text}, f, indent=1)
+        print(f"wrote {a.json}")
+    return 0 if all(all(p["checks"].values()) for p in phases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
