@@ -165,6 +165,9 @@ def make_panel_script(ext):
                     save = gr.Button("Save preset", elem_id=f"{tab}_lycoris_blocks_save")
                 prompt_box = gr.Textbox(visible=False, elem_id=f"{tab}_lycoris_blocks_prompt")
                 spec_box = gr.Textbox(visible=False, elem_id=f"{tab}_lycoris_blocks_spec")
+            from . import tools_ui
+
+            tools_ui.build(logic.ext, prompt_box, tab)  # bake / save as one LoRA, from the same prompt
 
             def networks(prompt):
                 names = logic.networks_in_prompt(prompt)

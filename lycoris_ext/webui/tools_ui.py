@@ -121,7 +121,9 @@ def build(ext, prompt, tab: str):
     def on_lora(prompt_text, out_name, r, e, dtype, replace, progress=tracker() if tracker else None):
         return save_prompt_as_lora(ext, prompt_text, out_name, r, e, dtype, replace, progress)
 
-    bake_button.click(fn=on_bake, inputs=[prompt, name, bake_dtype, overwrite], outputs=[report])
-    lora_button.click(fn=on_lora, inputs=[prompt, name, rank, energy, lora_dtype, overwrite], outputs=[report])
+    # The prompt as it is in the browser now (``prompt`` may be a hidden box; lycoris_ext.js reads the real one).
+    live = f"(p, ...rest) => [lycorisPromptText('{tab}'), ...rest]"
+    bake_button.click(fn=on_bake, _js=live, inputs=[prompt, name, bake_dtype, overwrite], outputs=[report])
+    lora_button.click(fn=on_lora, _js=live, inputs=[prompt, name, rank, energy, lora_dtype, overwrite], outputs=[report])
     return {"name": name, "overwrite": overwrite, "bake_dtype": bake_dtype, "bake": bake_button, "rank": rank,
             "energy": energy, "lora_dtype": lora_dtype, "lora": lora_button, "report": report}
