@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from .parts import UNET
 from .resolve.tree import ModelTree, Target
 
 # What kohya's LoRA trains by default: attention, feed-forward and proj_in/out
@@ -24,9 +25,9 @@ def default_targets(tree: ModelTree, conv: bool = False) -> list[Target]:
     out = []
     for t in tree.targets:
         label = tree.forms[t.id][0]
-        if t.param == "in_proj_weight" or _DEFAULT.search(label) or (t.part == "unet" and _DEFAULT.search(t.path)):
+        if t.param == "in_proj_weight" or _DEFAULT.search(label) or (t.part == UNET and _DEFAULT.search(t.path)):
             out.append(t)
-        elif conv and t.part == "unet" and t.kind == "conv" and t.block != "OTHER":
+        elif conv and t.part == UNET and t.kind == "conv" and t.block != "OTHER":
             out.append(t)
     return out
 

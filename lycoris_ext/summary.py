@@ -7,6 +7,7 @@ import os
 from collections import Counter
 
 from .network import Network
+from .parts import PART_NAMES
 from .resolve.family import FAMILY_NAMES, detect_family
 from .resolve.styles import part_hint, split_prefix
 
@@ -158,7 +159,6 @@ def scale_facts(s: dict) -> list[tuple[str, str]]:
     return out
 
 
-PART_NAMES = {"te": "text encoder", "te1": "text encoder 1", "te2": "text encoder 2", "unet": "UNet", "unknown": "unknown part"}
 
 
 def _range(r) -> str:

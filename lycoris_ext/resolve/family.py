@@ -12,6 +12,7 @@ import re
 
 from ..network import Network
 from ..keys import split_key
+from ..parts import TE2, UNET
 from .styles import split_prefix
 
 # The one table of base-model families. Keys: ``sd1``, ``sd2``, ``sdxl``, ``sd``
@@ -82,9 +83,9 @@ def _decide(widths, metadata: dict[str, str]) -> tuple[str, str]:
     single_te = False
     for key, width in widths:
         style, _ = split_prefix(key)
-        if style is not None and style.parts[0] == "te2":
+        if style is not None and style.parts[0] == TE2:
             sdxl_keys += 1
-        if style is not None and style.parts[0] == "unet":
+        if style is not None and style.parts[0] == UNET:
             if _SDXL_ONLY.search(key):
                 layout.add("sdxl")
             elif _SD_ONLY.search(key):
@@ -97,7 +98,7 @@ def _decide(widths, metadata: dict[str, str]) -> tuple[str, str]:
             fam = _CROSS_WIDTH.get(width)
             if fam:
                 cross[fam] = cross.get(fam, 0) + 1
-        elif _TE_Q.search(key) and style is not None and style.parts[0] != "unet":
+        elif _TE_Q.search(key) and style is not None and style.parts[0] != UNET:
             te_widths.add(width)
     if cross:
         fam = max(cross, key=cross.get)

@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 
+from ..parts import UNET
 from .names import ldm_to_diffusers, openclip_to_hf
 from .tree import A1111, DIFFUSERS, ModelTree, Row
 
@@ -66,7 +67,7 @@ def diffusers_rows(model: str) -> dict[str, list[Row]]:
     """The same model as ``UNet2DConditionModel`` + transformers CLIP names."""
     out: dict[str, list[Row]] = {}
     for part, rows in a1111_rows(model).items():
-        if part == "unet":
+        if part == UNET:
             out[part] = [(d, c, p, None) for path, c, p, _ in rows if p and (d := ldm_to_diffusers(path))]
         else:
             out[part] = _diffusers_te(rows)

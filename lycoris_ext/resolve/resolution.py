@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..algorithms import Adapter
 from ..errors import NetworkFileError
 from ..network import Network, UnknownKey
+from ..parts import TE, is_text
 from .family import FAMILY_NAMES, compatible, detect_family
 from .styles import part_hint, split_prefix
 from .tree import ModelTree, Target
@@ -162,8 +163,8 @@ def resolve(network: Network, tree: ModelTree) -> Resolution:
         else:
             # No part marker in the key: file it where its body says it belongs.
             home = part_hint(key)
-            if home == "te" and "te" not in tree.parts:
-                home = next((p for p in tree.parts if p.startswith("te")), home)
+            if home == TE and TE not in tree.parts:
+                home = next((p for p in tree.parts if is_text(p)), home)
         found = [(p, t) for p in present if (t := tree.lookup(p, body, dotted)) is not None]
         if not found:
             res.unmatched.append(Miss(key, home, "no layer of the model has this name"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TE_PARTS = ("te", "te1", "te2")
-UNET = "unet"
+from ..parts import TE, TE1, TE2, UNET
+
 
 
 @dataclass(frozen=True)
@@ -30,35 +30,35 @@ STYLES: tuple[Style, ...] = tuple(
     sorted(
         (
             # kohya sd-scripts, LyCORIS kohya.py, OneTrainer legacy/kohya export
-            Style("lora_unet_", ("unet",), False, "kohya"),
-            Style("lora_te_", ("te", "te1"), False, "kohya"),
+            Style("lora_unet_", (UNET,), False, "kohya"),
+            Style("lora_te_", (TE, TE1), False, "kohya"),
             # diffusers' kohya export writes lora_te1 for SD1's only encoder too
-            Style("lora_te1_", ("te1", "te"), False, "kohya"),
-            Style("lora_te2_", ("te2",), False, "kohya"),
-            Style("oft_unet_", ("unet",), False, "kohya OFT"),
+            Style("lora_te1_", (TE1, TE), False, "kohya"),
+            Style("lora_te2_", (TE2,), False, "kohya"),
+            Style("oft_unet_", (UNET,), False, "kohya OFT"),
             # LyCORIS wrapper (SimpleTuner): one prefix for whatever it wrapped
-            Style("lycoris_", ("unet", "te", "te1", "te2"), False, "LyCORIS"),
+            Style("lycoris_", (UNET, TE, TE1, TE2), False, "LyCORIS"),
             # diffusers / PEFT
-            Style("unet.", ("unet",), True, "diffusers"),
-            Style("text_encoder.", ("te", "te1"), True, "diffusers"),
-            Style("text_encoder_2.", ("te2",), True, "diffusers"),
+            Style("unet.", (UNET,), True, "diffusers"),
+            Style("text_encoder.", (TE, TE1), True, "diffusers"),
+            Style("text_encoder_2.", (TE2,), True, "diffusers"),
             # OneTrainer 2025 internal form
-            Style("lora_unet.", ("unet",), True, "OneTrainer"),
-            Style("lora_te.", ("te", "te1"), True, "OneTrainer"),
-            Style("lora_te1.", ("te1", "te"), True, "OneTrainer"),
-            Style("lora_te2.", ("te2",), True, "OneTrainer"),
+            Style("lora_unet.", (UNET,), True, "OneTrainer"),
+            Style("lora_te.", (TE, TE1), True, "OneTrainer"),
+            Style("lora_te1.", (TE1, TE), True, "OneTrainer"),
+            Style("lora_te2.", (TE2,), True, "OneTrainer"),
             # OMI (OneTrainer, 2025)
-            Style("clip_l.", ("te1", "te"), True, "OMI"),
-            Style("clip_g.", ("te2",), True, "OMI"),
-            Style("lora_clip_l.", ("te1", "te"), True, "OMI"),
-            Style("lora_clip_g.", ("te2",), True, "OMI"),
+            Style("clip_l.", (TE1, TE), True, "OMI"),
+            Style("clip_g.", (TE2,), True, "OMI"),
+            Style("lora_clip_l.", (TE1, TE), True, "OMI"),
+            Style("lora_clip_g.", (TE2,), True, "OMI"),
             # ComfyUI / checkpoint-style names
-            Style("diffusion_model.", ("unet",), True, "ComfyUI"),
-            Style("model.diffusion_model.", ("unet",), True, "checkpoint"),
-            Style("text_encoders.clip_l.", ("te1", "te"), True, "ComfyUI"),
-            Style("text_encoders.clip_g.", ("te2",), True, "ComfyUI"),
+            Style("diffusion_model.", (UNET,), True, "ComfyUI"),
+            Style("model.diffusion_model.", (UNET,), True, "checkpoint"),
+            Style("text_encoders.clip_l.", (TE1, TE), True, "ComfyUI"),
+            Style("text_encoders.clip_g.", (TE2,), True, "ComfyUI"),
             # A1111's own layer names
-            Style("diffusion_model_", ("unet",), False, "A1111"),
+            Style("diffusion_model_", (UNET,), False, "A1111"),
         ),
         key=lambda s: -len(s.prefix),
     )
@@ -86,5 +86,5 @@ def part_hint(key: str) -> str:
     if style is None:
         return "unknown"
     if style.prefix == "lycoris_":
-        return "te" if body.startswith(_TE_BODY_STARTS) else UNET
+        return TE if body.startswith(_TE_BODY_STARTS) else UNET
     return style.parts[0]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Union
 
 from ..network import Network
+from ..parts import is_text
 from ..resolve.names import OTHER
 
 @dataclass(frozen=True)
@@ -100,12 +101,12 @@ class Use:
 
     def part_multiplier(self, part: str, step: int | None = None, total: int | None = None):
         """A number, or :class:`RowWeights` for a row-wise UNet multiplier."""
-        te = part.startswith("te")
+        te = is_text(part)
         if not te and not self.active(step):
             return 0.0
         w = self.te if te else self.unet
         if isinstance(w, RowWeights):
-            if part.startswith("te"):
+            if te:
                 raise ValueError("per-image weights apply to the UNet only")
             return w.scaled(_at(self.scale, step, total))
         return _at(w, step, total)

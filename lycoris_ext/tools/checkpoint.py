@@ -31,6 +31,7 @@ import torch
 
 from ..errors import NetworkFileError
 from ..files import PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, read_safetensors_header
+from ..parts import TE, TE1, TE2, UNET
 from ..resolve.tree import A1111, ModelTree, Row
 from ..runtime.params import bias_view, weight_view
 
@@ -38,9 +39,9 @@ UNET_PREFIX = "model.diffusion_model."
 
 #: family -> inventory name and ``{part: key prefix}``
 LAYOUTS = {
-    "sd1": ("sd15", {"unet": UNET_PREFIX, "te": "cond_stage_model."}),
-    "sd2": ("sd2", {"unet": UNET_PREFIX, "te": "cond_stage_model."}),
-    "sdxl": ("sdxl", {"unet": UNET_PREFIX, "te1": "conditioner.embedders.0.", "te2": "conditioner.embedders.1."}),
+    "sd1": ("sd15", {UNET: UNET_PREFIX, TE: "cond_stage_model."}),
+    "sd2": ("sd2", {UNET: UNET_PREFIX, TE: "cond_stage_model."}),
+    "sdxl": ("sdxl", {UNET: UNET_PREFIX, TE1: "conditioner.embedders.0.", TE2: "conditioner.embedders.1."}),
 }
 FAMILY_TITLES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 

@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from .. import infotext
 from ..library import NetworkLibrary, default_hash
+from ..parts import UNET
 from ..plan import Activation, Job, PassResult, Planner, add_words
 from ..resolve.family import compatible
 from ..resolve.lbw import PRESETS_FILE, read_presets
@@ -374,7 +375,7 @@ class LycorisExtension:
     # -------------------------------------------------------- row context
     def _rows_on(self) -> None:
         rt = self.runtime()
-        unet = host.model_parts(host.current_model()).get("unet")
+        unet = host.model_parts(host.current_model()).get(UNET)
         if rt is None or unet is None:
             return
         if getattr(self, "_row_hook", None) is not None and self._row_hook[0] is unet:

@@ -10,6 +10,7 @@ import os
 
 from modules import shared
 
+from ..parts import TE, UNET, text_parts
 from ..resolve.tree import A1111, ModelTree
 
 
@@ -85,7 +86,7 @@ def model_parts(sd_model) -> dict:
     ``clip_h`` / ``clip_g`` (HF CLIP names under ``transformer.``).
     """
     parts = _a1111_parts(sd_model)
-    if "unet" not in parts:
+    if UNET not in parts:
         parts = _forge_parts(sd_model) or parts
     return parts
 
@@ -96,14 +97,14 @@ def _a1111_parts(sd_model) -> dict:
     if conditioner is not None:
         embedders = [e for e in getattr(conditioner, "embedders", []) if hasattr(e, "wrapped")]
         for i, e in enumerate(embedders):
-            parts[f"te{i + 1}"] = e.wrapped
+            parts[text_parts(len(embedders))[i]] = e.wrapped
     else:
         cond = getattr(sd_model, "cond_stage_model", None)
         if cond is not None:
-            parts["te"] = getattr(cond, "wrapped", cond)
+            parts[TE] = getattr(cond, "wrapped", cond)
     unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
     if unet is not None:
-        parts["unet"] = unet
+        parts[UNET] = unet
     return parts
 
 
@@ -114,8 +115,8 @@ def _forge_parts(sd_model) -> dict:
         return {}
     clip = getattr(getattr(objects, "clip", None), "cond_stage_model", None)
     encoders = [getattr(clip, name) for name in ("clip_l", "clip_h", "clip_g") if getattr(clip, name, None) is not None]
-    parts = {"te": encoders[0]} if len(encoders) == 1 else {f"te{i + 1}": e for i, e in enumerate(encoders)}
-    parts["unet"] = unet
+    parts = dict(zip(text_parts(len(encoders)), encoders))
+    parts[UNET] = unet
     return parts
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..parts import TE, UNET
+
 COLORS = [(230, 97, 1), (94, 60, 153), (27, 158, 119), (217, 95, 2), (117, 112, 179), (231, 41, 138), (102, 166, 30), (166, 118, 29)]
 
 
@@ -13,8 +15,8 @@ def weight_series(uses, total: int) -> list[tuple[str, list[float], list[float]]
             continue
         te, unet = [], []
         for s in range(total):
-            t = u.part_multiplier("te", s, total) if not u.rowwise else 0.0
-            w = u.part_multiplier("unet", s, total)
+            t = u.part_multiplier(TE, s, total) if not u.rowwise else 0.0
+            w = u.part_multiplier(UNET, s, total)
             if not isinstance(w, (int, float)):
                 w = max(list(w.cond) + list(w.uncond), key=abs)
             te.append(float(t))
