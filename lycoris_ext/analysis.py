@@ -29,7 +29,7 @@ def block_change(resolution: Resolution, weight_of: Callable[[Target], torch.Ten
             continue
         w = weight_of(m.target) if weight_of is not None else None
         if w is None:
-            if m.adapter.needs_weight or m.adapter.magnitude is not None:
+            if m.adapter.reads_weight:
                 continue
             w = torch.zeros(m.target.shape)
         dw, _ = m.adapter.delta(w.detach().float().cpu())

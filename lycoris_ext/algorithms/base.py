@@ -192,6 +192,12 @@ class Adapter:
     def _check_target(self, shape: tuple[int, ...]) -> None:
         """Algorithm-specific fit checks (beyond the natural shape)."""
 
+    @property
+    def reads_weight(self) -> bool:
+        """Whether the change depends on the target's weight (the algorithm
+        itself, or a DoRA magnitude's normalisation)."""
+        return self.needs_weight or self.magnitude is not None
+
     def fits(self, shape) -> bool:
         try:
             self.check_target(shape)

@@ -15,7 +15,9 @@ from typing import Iterable, Mapping
 
 import torch.nn as nn
 
-from .names import BASE, OTHER, diffusers_to_ldm, hf_forms, ldm_block, ldm_to_diffusers, openclip_to_hf
+from ..storage import logical_shape
+from ..parts import KOHYA_PREFIXES, TE, TE1, TE2, UNET, is_text
+from .names import BASE, diffusers_to_ldm, hf_forms, ldm_block, ldm_to_diffusers, openclip_to_hf
 
 A1111 = "a1111"
 DIFFUSERS = "diffusers"
@@ -68,7 +70,7 @@ Row = tuple[str, str, Mapping[str, tuple[int, ...]], nn.Module | None]  # path, 
 def _rows_of(root: nn.Module) -> list[Row]:
     rows = []
     for path, mod in root.named_modules():
-        params = {n: tuple(p.shape) for n, p in mod._parameters.items() if p is not None}
+        params = {n: logical_shape(p) for n, p in mod._parameters.items() if p is not None}
         rows.append((path, type(mod).__name__, params, mod))
     return rows
 
@@ -126,7 +128,7 @@ class ModelTree:
         for part, prows in rows.items():
             self._underscored[part] = {}
             self._dotted[part] = {}
-            if part.startswith("te"):
+            if is_text(part):
                 self._add_text_encoder(part, prows)
             else:
                 self._add_unet(part, prows)
@@ -195,12 +197,12 @@ class ModelTree:
             self._register(t, (*forms, f"{path}_{name}"))
 
     def _detect_family(self, rows: dict[str, list[Row]]) -> str:
-        for path, cls, params, _ in rows.get("unet", ()):
+        for path, cls, params, _ in rows.get(UNET, ()):
             if re.search(r"attn2\.to_k$", path) and "weight" in params:
                 return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(params["weight"][1], "unknown")
-        if "te2" in rows:
+        if TE2 in rows:
             return "sdxl"
-        te = rows.get("te") or rows.get("te1") or ()
+        te = rows.get(TE) or rows.get(TE1) or ()
         if any("resblocks" in p for p, *_ in te):
             return "sd2"
         return "sd1" if te else "unknown"
@@ -219,11 +221,11 @@ class ModelTree:
         ``q_proj``/``k_proj``/``v_proj`` names.)
         """
         forms = self.forms[target.id]
-        if target.part == "unet":
+        if target.part == UNET:
             ldm, diff = self._unet_paths[target.id]
             body = ldm if (self.family == "sdxl" or diff is None) else diff
-            return "lora_unet_" + u(body or forms[0])
-        prefix = {"te": "lora_te_", "te1": "lora_te1_", "te2": "lora_te2_"}.get(target.part, f"lora_{target.part}_")
+            return KOHYA_PREFIXES[UNET] + u(body or forms[0])
+        prefix = KOHYA_PREFIXES.get(target.part, f"lora_{target.part}_")
         hf = next((f for f in forms if f.startswith("text_model.") or f == "text_projection"), forms[0])
         return prefix + u(hf)
 

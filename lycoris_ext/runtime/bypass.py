@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..resolve.tree import Target
+from ..storage import logical_shape, packed_storage
 from .merge import FactorCache, dense_sum, split
 from .uses import RowContext, RowWeights
 
@@ -23,12 +24,21 @@ _HOOKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.GroupN
 def is_linear(module) -> bool:
     """``nn.Linear``, or a host's own linear layer that is a bare ``nn.Module``
     computing ``F.linear(x, self.weight, self.bias)`` (Forge's
-    ``backend.operations.ForgeOperations.Linear``)."""
+    ``backend.operations.ForgeOperations.Linear``, and its quantized ones)."""
     if isinstance(module, nn.Linear):
         return True
     w = getattr(module, "weight", None)
-    return (isinstance(w, torch.Tensor) and w.dim() == 2
-            and (getattr(module, "out_features", None), getattr(module, "in_features", None)) == tuple(w.shape))
+    if not isinstance(w, torch.Tensor):
+        return False
+    shape = logical_shape(w)
+    if len(shape) != 2:
+        return False
+    features = (getattr(module, "out_features", None), getattr(module, "in_features", None))
+    if features == (None, None):
+        # Forge's GGUF and bitsandbytes layers keep no feature counts: a
+        # leaf over a quantized 2-D weight is a linear layer there
+        return packed_storage(module) is not None and next(module.children(), None) is None
+    return features == shape
 
 
 def hookable(target: Target) -> bool:
@@ -69,12 +79,25 @@ class BypassHook:
         self.row_up = self.row_down = None
         self.row_dense: list[tuple[RowWeights, object, object]] = []  # (weights, dw or {m: dw}, db or {m: db})
         self._cast: dict[tuple, tuple] = {}
+        # decided once: a host may later swap the layer's weight object for another kind
+        self.linear = is_linear(self.module)
         self.handle = self.module.register_forward_hook(self)
+
+    def _weight32(self) -> torch.Tensor:
+        """The layer's weight in float32; for a quantized one a zero stand-in
+        of its shape (the runtime sends no change that reads it there)."""
+        w = self.module.weight
+        if packed_storage(self.module) is not None:
+            return torch.zeros(logical_shape(w), dtype=torch.float32, device=w.device)
+        return w.detach().float()
 
     @torch.no_grad()
     def _set_rows(self, contribs, factors: FactorCache) -> None:
         mod = self.module
-        w32 = mod.weight.detach().float()
+        if not contribs:
+            self.row_lowrank, self.row_dense, self.row_up, self.row_down = [], [], None, None
+            return
+        w32 = self._weight32()
         b32 = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
         ups, downs = [], []
         self.row_lowrank, self.row_dense = [], []
@@ -100,22 +123,21 @@ class BypassHook:
     def set(self, contribs, factors: FactorCache) -> None:
         """Recompute the change for a new list of contributions."""
         mod = self.module
-        w = mod.weight.detach()
-        device = w.device
+        device = mod.weight.device
         rowwise = [c for c in contribs if isinstance(c.multiplier, RowWeights)]
         contribs = [c for c in contribs if not isinstance(c.multiplier, RowWeights)]
         self._set_rows(rowwise, factors)
         up, down, dense = split(contribs, factors, device)
         if up is not None and isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and (mod.groups != 1 or mod.padding_mode != "zeros"):
             # Thin convs cannot follow a grouped or padded-mode layer: go dense.
-            delta = (up @ down).reshape(w.shape)
+            delta = (up @ down).reshape(mod.weight.shape)
             up = down = None
         else:
             delta = None
         dw = db = None
         if dense:
             b = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
-            dw, db = dense_sum(dense, w.float(), b)
+            dw, db = dense_sum(dense, self._weight32(), b)
         if delta is not None:
             dw = delta if dw is None else dw + delta
         self.up, self.down, self.dense_w, self.dense_b = up, down, dw, db
@@ -168,16 +190,16 @@ class BypassHook:
             if isinstance(dws, dict):
                 for m, dw in dws.items():
                     mask = (per_row(rw, x) == m).to(y.dtype).reshape(n, *[1] * (y.dim() - 1))
-                    y = y + mask * self._dense_out(module, x, dw, dbs[m], y)
+                    y = y + mask * self._dense_out(x, dw, dbs[m], y)
             else:
-                y = y + per_row(rw, y).reshape(n, *[1] * (y.dim() - 1)) * self._dense_out(module, x, dws, dbs, y)
+                y = y + per_row(rw, y).reshape(n, *[1] * (y.dim() - 1)) * self._dense_out(x, dws, dbs, y)
         return y
 
-    @staticmethod
-    def _dense_out(module, x, dw, db, like):
+    def _dense_out(self, x, dw, db, like):
+        module = self.module
         dw = None if dw is None else dw.to(x.device, x.dtype)
         db = None if db is None else db.to(x.device, x.dtype)
-        if is_linear(module):
+        if self.linear:
             out = F.linear(x, dw, db)
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             out = module._conv_forward(x, dw, db)
@@ -199,7 +221,7 @@ class BypassHook:
         # The layer's own output is a fresh tensor: add into it in place
         # unless autograd records it.
         inplace = not y.requires_grad
-        if is_linear(module):
+        if self.linear:
             if up is not None:
                 h = F.linear(x, down)
                 if inplace and y.is_contiguous() and y.dtype == h.dtype:

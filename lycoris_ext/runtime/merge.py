@@ -153,14 +153,16 @@ def dense_sum(contribs, w32: torch.Tensor, b32: torch.Tensor | None):
 
 @torch.no_grad()
 def combine(orig_w: torch.Tensor, orig_b: torch.Tensor | None, contribs, factors: FactorCache,
-            out: torch.Tensor | None = None):
+            out: torch.Tensor | None = None, out_holds_orig: bool = False):
     """The new (weight, bias) in float32, or written into ``out`` directly.
 
     ``out`` (a float32, contiguous view of the live weight, not sharing memory
     with ``orig_w``) is filled in place: one copy of the original, each dense
     change added in order, then every low-rank contribution in one
     ``addmm_``. Without ``out`` the same steps fill a new tensor, so both give
-    the same bits. Returns ``(weight or None if written, bias or None)``.
+    the same bits. ``out_holds_orig`` says ``out`` already equals the
+    original bit for bit (a layer merged for the first time), which saves
+    the copy. Returns ``(weight or None if written, bias or None)``.
     """
     device = orig_w.device
     w32 = orig_w if orig_w.dtype == torch.float32 else orig_w.float()
@@ -174,7 +176,8 @@ def combine(orig_w: torch.Tensor, orig_b: torch.Tensor | None, contribs, factors
     else:
         result = None
         target = out.view(w32.shape)
-        target.copy_(w32)
+        if not out_holds_orig:
+            target.copy_(w32)
     db = add_dense(target, dense, w32, b32) if dense else None
     if up is not None:
         target.view(w32.shape[0], -1).addmm_(up, down)

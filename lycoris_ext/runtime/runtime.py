@@ -22,6 +22,7 @@ from ..errors import NetworkApplyError
 from ..network import Network
 from ..resolve import Resolution, resolve
 from ..resolve.tree import ModelTree, Target
+from ..storage import packed_storage
 from .bypass import BypassHook, hookable
 from . import memory
 from .merge import Contribution, FactorCache, combine
@@ -92,6 +93,14 @@ def _scalar(contribs) -> tuple[Contribution, ...]:
         Contribution(c.network, c.key, c.adapter, c.multiplier.cond[0]) if isinstance(c.multiplier, RowWeights) else c
         for c in contribs
     )
+
+
+def _unwritable_warning(stored: str, labels: list[str]) -> str:
+    """Layers a network was not applied to because of how the host stores them."""
+    return (f"not applied to {len(labels)} layer{'s' if len(labels) != 1 else ''} whose weights are stored as "
+            f"{stored} (e.g. {labels[0]}): that storage cannot be changed exactly, and this change reads the weight "
+            "or sits where no forward hook can carry it; low-rank changes (LoRA, LoCon, LoHa, LoKr, full) apply there "
+            "through forward hooks")
 
 
 class Runtime:
@@ -208,6 +217,10 @@ class Runtime:
         out = []
         for tid in self._applied:
             target = self.tree.by_id[tid]
+            if packed_storage(target.module, target.param) is not None:
+                # quantized weights are only hooked, never written nor read: hosts swap
+                # their objects at will (Forge: every .to(), a bias cast at first forward)
+                continue
             for name in (target.param, target.bias):
                 if name is None:
                     continue
@@ -259,7 +272,12 @@ class Runtime:
                 continue
             if use.blocks is not None:
                 rep.warnings.extend(self._block_warnings(use, res))
+            unwritable: dict[str, list[str]] = {}
             for m in res.matches:
+                stored = packed_storage(m.target.module, m.target.param) if m.target.module is not None else None
+                if stored is not None and (m.adapter.reads_weight or not hookable(m.target)):
+                    unwritable.setdefault(stored, []).append(m.target.label)
+                    continue
                 mult = use.part_multiplier(m.target.part, step, total)
                 block = use.block_weight(m.target.block)
                 mult = mult.scaled(block) if isinstance(mult, RowWeights) else mult * block
@@ -268,6 +286,7 @@ class Runtime:
                 adapter = m.adapter.truncated(use.dyn) if use.dyn is not None else m.adapter
                 want.setdefault(m.target.id, []).append(Contribution(use.label, m.key, adapter, mult))
                 rep.layers += 1
+            rep.warnings.extend(_unwritable_warning(stored, labels) for stored, labels in unwritable.items())
         return want, reports
 
     @staticmethod
@@ -285,7 +304,8 @@ class Runtime:
     def _state_for(self, target: Target, contribs) -> str | None:
         if not contribs:
             return None
-        if hookable(target) and (self.effective_mode == BYPASS or any(isinstance(c.multiplier, RowWeights) for c in contribs)):
+        if hookable(target) and (self.effective_mode == BYPASS or any(isinstance(c.multiplier, RowWeights) for c in contribs)
+                                 or packed_storage(target.module, target.param) is not None):
             return _HOOKED
         return _MERGED
 
@@ -363,13 +383,15 @@ class Runtime:
     def _merge(self, target: Target, contribs) -> None:
         tid = target.id
         view = weight_view(target)
+        first = tid not in self._orig_w  # then the weight still holds the original
         orig_w = self._keep(self._orig_w, tid, view)
         bview = bias_view(target)
         orig_b = self._orig_b.get(tid)
         bias_in = orig_b if orig_b is not None else (None if bview is None else bview.detach())
         src = orig_w if orig_w.device == view.device else orig_w.to(view.device)
         direct = view.dtype == torch.float32 and view.is_contiguous() and src.data_ptr() != view.data_ptr()
-        new_w, new_b = combine(src, bias_in, contribs, self._factors, out=view if direct else None)
+        new_w, new_b = combine(src, bias_in, contribs, self._factors, out=view if direct else None,
+                               out_holds_orig=first and direct and orig_w.dtype == view.dtype)
         if new_w is not None:
             view.copy_(new_w)
         if new_b is not None:

@@ -137,10 +137,6 @@ def _tree_for(loaded, base: str | None, model: str | None):
     return None, type("L", (), {"tree": model_tree(model), "family": MODELS[model]})()
 
 
-def _needs_weight(adapter) -> bool:
-    return bool(adapter.needs_weight or adapter.magnitude is not None)
-
-
 @torch.no_grad()
 def convert(networks, output, rank: int | None = None, energy: float | None = None, conv_rank: int | None = None,
             dtype: str = "fp16", base: str | None = None, model: str | None = None, progress=False) -> dict:
@@ -162,7 +158,7 @@ def convert(networks, output, rank: int | None = None, energy: float | None = No
         if ck is None:
             for contribs in want.values():
                 for c in contribs:
-                    if _needs_weight(c.adapter):
+                    if c.adapter.reads_weight:
                         raise NetworkFileError(path_of[c.network], c.key, f"the change of {c.adapter.algorithm}"
                                                f"{' with DoRA' if c.adapter.magnitude is not None else ''} depends on the "
                                                "model's weights: give the base checkpoint (--base)")
@@ -206,7 +202,7 @@ def convert(networks, output, rank: int | None = None, energy: float | None = No
 
 def _one(t, contribs, ck, layout, factors, col: Collector, rank, energy, conv_rank, dt) -> None:
     w32 = b32 = None
-    if ck is not None and any(_needs_weight(c.adapter) for c in contribs):
+    if ck is not None and any(c.adapter.reads_weight for c in contribs):
         wkey = layout.key(t.part, t.path, t.param)
         w32 = target_slice(ck.read(wkey), t).float()
         bkey = layout.key(t.part, t.path, t.bias) if t.bias is not None else None
