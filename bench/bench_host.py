@@ -78,6 +78,9 @@ SCENARIOS = [
     "back to none (ABC -> none)",
 ]
 T0 = "no network (same prompt)"
+#: What any method pays on top of the floor when the wanted set changes: the
+#: prompt's text changed (and the text encoder's weights), so it is encoded again.
+ENCODE = "new prompt, no network (text encoder runs)"
 
 # ranks of the active sets each scenario must end with: for the floor
 FLOOR_SETS = {
@@ -151,8 +154,8 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
     A, B, C, D = names
     calls = []
 
-    def call(nets, tag=None):
-        text = prompt + "".join(" " + token.format(name=n, mult=m) for n, m in nets)
+    def call(nets, tag=None, words=prompt):
+        text = words + "".join(" " + token.format(name=n, mult=m) for n, m in nets)
         payload = {"prompt": text, "negative_prompt": "", "seed": seed, "steps": steps, "width": size, "height": size,
                    "sampler_name": "Euler", "cfg_scale": 7.0, "batch_size": 1, "n_iter": 1,
                    "send_images": True, "save_images": False}
@@ -188,13 +191,21 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
 
     res: dict[str, list] = {}
 
-    def add(name, nets):
-        dt, digest = call(nets, name)
+    again: dict[str, list] = {}
+
+    def add(name, nets, words=prompt):
+        dt, digest = call(nets, name, words)
         if dt is not None:
             res.setdefault(name, []).append((dt, digest))
+        # the same set once more: computes with the same weights and changes nothing,
+        # so the difference is the change itself (whatever these weights cost the UNet)
+        dt2, _ = call(nets, "again", words)
+        if dt2 is not None:
+            again.setdefault(name, []).append(dt2)
 
     for _ in range(repeats):
         add(T0, none)
+        add(ENCODE, none, prompt + " again")
         add(SCENARIOS[0], sA)
         call(none, "setup")
         call(sABCD, "setup")
@@ -213,7 +224,7 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         call(none, "setup")
     memory["end (no network)"] = proc_memory(pid)
 
-    for name in [T0, *SCENARIOS]:
+    for name in [T0, ENCODE, *SCENARIOS]:
         res.setdefault(name, [])
     digests = lambda name: {d for _, d in res[name]}  # noqa: E731
     plain = digests(T0)
@@ -231,7 +242,10 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
     table = {}
     for name, v in res.items():
         ts = [dt for dt, _ in v] or [float("nan")]
-        table[name] = {"median": statistics.median(ts), "minus_T0": statistics.median(ts) - t0, "min": min(ts), "max": max(ts), "all": ts}
+        base = again.get(name) or [float("nan")]
+        table[name] = {"median": statistics.median(ts), "minus_T0": statistics.median(ts) - t0,
+                       "minus_again": statistics.median(ts) - statistics.median(base), "again": base,
+                       "min": min(ts), "max": max(ts), "all": ts}
     checks["every call answered"] = all(c.get("seconds") is not None for c in calls)
     return {"label": label, "url": url, "token": token, "networks": list(names), "repeats": repeats, "T0": t0,
             "table": table, "cold": cold, "memory": memory, "checks": checks, "calls": calls}
@@ -322,22 +336,44 @@ def stop_server(proc) -> None:
 
 
 # ------------------------------------------------------------------ report
-def report(phases: list[dict], floor: dict | None) -> str:
-    lines = []
+def _table(phases, floor, key, scenarios, encode=None) -> list[str]:
+    """``encode``: seconds the text encoder takes on a new prompt (measured), for a
+    second ratio against floor + encode."""
     names = [p["label"] for p in phases]
     head = f"{'scenario':52}" + "".join(f"{n[:14]:>15}" for n in names) + (f"{'floor':>10}" if floor else "")
     if floor and len(phases) == 2:
         head += f"{names[1][:10] + '/floor':>18}{names[0][:8] + '/' + names[1][:8]:>20}"
-    lines += [f"seconds per call minus T0 (medians; T0: " + ", ".join(f"{p['label']} {p['T0']:.3f} s" for p in phases) + ")", head, "-" * len(head)]
-    for s in SCENARIOS:
-        row = f"{s:52}" + "".join(f"{p['table'][s]['minus_T0']:15.3f}" for p in phases)
+        if encode is not None:
+            head += f"{names[1][:10] + '/(floor+enc)':>26}"
+    lines = [head, "-" * len(head)]
+    for s in scenarios:
+        row = f"{s:52}" + "".join(f"{p['table'][s].get(key, float('nan')):15.3f}" for p in phases)
         if floor:
             row += f"{floor[s]:10.3f}"
             if len(phases) == 2:
-                ours, theirs = phases[1]["table"][s]["minus_T0"], phases[0]["table"][s]["minus_T0"]
-                row += f"{(ours / floor[s]) if floor[s] > 0 else float('nan'):17.2f}x" if floor[s] > 0 else f"{'-':>18}"
+                ours, theirs = phases[1]["table"][s].get(key, float("nan")), phases[0]["table"][s].get(key, float("nan"))
+                row += f"{ours / floor[s]:17.2f}x" if floor[s] > 0 else f"{'-':>18}"
                 row += f"{theirs / ours:19.2f}x" if ours > 0.005 else f"{'-':>20}"
+                if encode is not None:
+                    row += f"{ours / (floor[s] + encode):25.2f}x" if floor[s] > 0 else f"{'-':>26}"
         lines.append(row)
+    return lines
+
+
+def report(phases: list[dict], floor: dict | None) -> str:
+    lines = []
+    changes = [s for s in SCENARIOS if s != SCENARIOS[1]]
+    if all("minus_again" in p["table"][SCENARIOS[0]] for p in phases):
+        enc = [p["table"].get(ENCODE, {}).get("minus_again") for p in phases]
+        lines.append("the change itself: seconds per call minus the next call with the same set (medians)")
+        lines += _table(phases, floor, "minus_again", changes, encode=enc[-1] if len(phases) == 2 and enc[-1] else None)
+        if all(e is not None for e in enc):
+            lines.append("a new prompt with no network (the text encoder runs; any method pays it when the set changes): "
+                         + ", ".join(f"{p['label']} {e:.3f} s" for p, e in zip(phases, enc)))
+        lines.append("")
+    lines.append("seconds per call minus T0, a call with no network and the same prompt (medians; T0: "
+                 + ", ".join(f"{p['label']} {p['T0']:.3f} s" for p in phases) + ")")
+    lines += _table(phases, floor, "minus_T0", SCENARIOS)
     lines.append("")
     for p in phases:
         cold = ", ".join(f"{k} {v:.2f} s" for k, v in p["cold"].items())
