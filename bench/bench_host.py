@@ -148,7 +148,7 @@ def wait_for(api, seconds, proc=None) -> list:
             time.sleep(2)
 
 
-def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234, prompt="a cat"):
+def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234, prompt="a cat", idle=12.0):
     """One phase: every scenario against the server at ``url``."""
     api = url.rstrip("/") + "/sdapi/v1"
     A, B, C, D = names
@@ -223,6 +223,9 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         add(SCENARIOS[5], sAB)
         call(none, "setup")
     memory["end (no network)"] = proc_memory(pid)
+    if idle:
+        time.sleep(idle)  # this extension gives freed originals back once idle (10 s by default)
+        memory[f"end, after {idle:g} s idle"] = proc_memory(pid)
 
     for name in [T0, ENCODE, *SCENARIOS]:
         res.setdefault(name, [])
@@ -421,6 +424,7 @@ def main(argv=None) -> int:
     ap.add_argument("--networks", nargs=4, default=["A", "B", "C", "D"], metavar="NAME")
     ap.add_argument("--token", default="<lora:{name}:{mult}>")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--idle", type=float, default=12.0, help="seconds to wait before the last memory reading")
     ap.add_argument("--floor-repeats", type=int, default=5)
     ap.add_argument("--floor-python", default=None, help="measure the floor with this Python (needs torch)")
     ap.add_argument("--no-floor", action="store_true")
@@ -467,7 +471,7 @@ def main(argv=None) -> int:
                     url = f"http://127.0.0.1:{a.port}"
                     wait_for(url + "/sdapi/v1", a.start_timeout, proc)
                     print(f"{phase}: server pid {proc.pid} up after {time.time() - started:.0f} s; load {load_avg()}", flush=True)
-                    phases.append(measure(url, proc.pid, a.networks, a.token, a.repeats, phase))
+                    phases.append(measure(url, proc.pid, a.networks, a.token, a.repeats, phase, idle=a.idle))
                     loads[phase] = load_avg()
                     if a.json:  # each phase is kept as soon as it is measured
                         with open(a.json, "w") as f:
@@ -477,7 +481,7 @@ def main(argv=None) -> int:
     else:
         url = a.url or f"http://127.0.0.1:{a.port}"
         wait_for(url.rstrip("/") + "/sdapi/v1", a.start_timeout)
-        phases.append(measure(url, a.pid, a.networks, a.token, a.repeats, a.label))
+        phases.append(measure(url, a.pid, a.networks, a.token, a.repeats, a.label, idle=a.idle))
         loads[a.label] = load_avg()
     fl = floor()
     loads["end"] = load_avg()

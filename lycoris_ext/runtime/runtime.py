@@ -110,9 +110,11 @@ class Runtime:
     while a step schedule is active, merge otherwise). ``originals_device``
     keeps the original tensors elsewhere (e.g. ``"cpu"``); by default they
     stay beside the weights, which makes every switch a device-local copy.
+    Originals dropped go back to the system ``trim_delay`` seconds after the
+    last change (0: at once; None: never; see :mod:`runtime.memory`).
     """
 
-    def __init__(self, tree: ModelTree, mode: str = MERGE, originals_device=None):
+    def __init__(self, tree: ModelTree, mode: str = MERGE, originals_device=None, trim_delay: float | None = memory.IDLE_DELAY):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.tree = tree
@@ -131,6 +133,8 @@ class Runtime:
         #: parameters as it left them: a request equal to it returns at once.
         self._done: tuple | None = None
         self._freed = 0  # bytes of originals dropped since the last set
+        #: gives dropped originals back to the system once no change came for a while
+        self.trimmer = memory.Trimmer(trim_delay)
         self._step: int | None = None
         self._total: int | None = None
         self.last_report: ApplyReport | None = None
@@ -205,7 +209,7 @@ class Runtime:
             raise
         self._forget_unused()
         freed, self._freed = self._freed, 0
-        memory.release(freed)
+        self.trimmer.freed(freed)
         self.last_report = ApplyReport(self.effective_mode, reports, rebuilt, time.perf_counter() - t0)
         self._done = self._stamp()
         return self.last_report
