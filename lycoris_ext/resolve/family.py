@@ -23,6 +23,9 @@ FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sd": "SD1/SD2", "sdxl": "SDXL", "un
 FAMILY_LABELS = {"sd1": "SD1", "sd2": "SD2", "sd": "SD1", "sdxl": "SDXL", "unknown": "Unknown"}
 #: A label the user chose, back to a family (``SD1`` means SD1, not "SD1 or SD2").
 LABEL_FAMILIES = {"SD1": "sd1", "SD2": "sd2", "SDXL": "sdxl", "Unknown": "unknown"}
+#: Forge's ``SdVersion`` names (its cards' ``data-sort-sdversion``, read by its sd/xl filter).
+FORGE_SD_VERSIONS = {"sd1": "SdVersion.SD1", "sd2": "SdVersion.SD2", "sd": "SdVersion.SD1", "sdxl": "SdVersion.SDXL",
+                     "unknown": "SdVersion.Unknown"}
 
 
 def compatible(file_family: str, model_family: str) -> bool:

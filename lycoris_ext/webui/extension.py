@@ -471,11 +471,12 @@ class LycorisExtension:
     @staticmethod
     def shown_for_model(family: str) -> bool:
         """Whether a network of this base model is offered (cards, plot axes):
-        it fits the loaded model, or *show all* is on, or no model is loaded."""
+        it fits the loaded model (before Forge loads one: the checkpoint it
+        will load), or *show all* is on, or the model's family is unknown."""
         if host.opt("lycoris_show_all", False) or host.opt("lora_show_all", False):
             return True
-        model = host.current_model()
-        return model is None or compatible(family, host.model_family(model))
+        model_family = host.current_family()
+        return model_family == "unknown" or compatible(family, model_family)
 
     @staticmethod
     def prefer_alias() -> bool:

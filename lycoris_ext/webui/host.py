@@ -6,6 +6,7 @@ here, so the rest of the glue reads like plain code.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from modules import shared
@@ -158,4 +159,49 @@ def model_tree(sd_model) -> ModelTree:
 
 
 def current_model():
-    return getattr(shared, "sd_model", None)
+    """The loaded model, or None while there is none to apply networks to
+    (Forge's ``FakeInitialModel`` stands in until its first generation loads
+    the checkpoint)."""
+    model = getattr(shared, "sd_model", None)
+    if model is None or UNET not in model_parts(model):
+        return None
+    return model
+
+
+def current_family() -> str:
+    """The loaded model's family; before Forge has loaded one, the family of
+    the checkpoint it will load (read from the file's header)."""
+    model = current_model()
+    if model is not None:
+        return model_family(model)
+    try:
+        from modules import sd_models
+
+        path = getattr(sd_models.select_checkpoint(), "filename", None)
+    except Exception:  # noqa: BLE001 - no checkpoint selected (yet): nothing to tell
+        return "unknown"
+    return checkpoint_family(path) if path else "unknown"
+
+
+@functools.lru_cache(maxsize=8)
+def _header_family(path: str, mtime: float) -> str:
+    from ..errors import NetworkFileError
+    from ..tools.checkpoint import Checkpoint, detect_layout
+
+    try:
+        with Checkpoint(path) as ckpt:
+            return detect_layout(ckpt)
+    except (NetworkFileError, OSError):
+        return "unknown"
+
+
+def checkpoint_family(path: str) -> str:
+    """``sd1``/``sd2``/``sdxl`` of a safetensors checkpoint from its keys (header only), else ``unknown``."""
+    if not path.lower().endswith(".safetensors") or not os.path.isfile(path):
+        return "unknown"
+    return _header_family(path, os.path.getmtime(path))
+
+
+def gradio_queue() -> bool:
+    """Whether the UI runs with gradio's queue (off with ``--no-gradio-queue``)."""
+    return not getattr(shared.cmd_opts, "no_gradio_queue", False)

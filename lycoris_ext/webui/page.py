@@ -8,7 +8,7 @@ import urllib.parse
 
 from modules import shared, ui_extra_networks
 
-from ..resolve.family import FAMILY_LABELS, LABEL_FAMILIES
+from ..resolve.family import FAMILY_LABELS, FORGE_SD_VERSIONS, LABEL_FAMILIES
 from ..summary import decoded_metadata
 from ..tokens import quote_name
 from . import host
@@ -79,6 +79,8 @@ class LycorisPage(ui_extra_networks.ExtraNetworksPage):
         version = um.get("sd version")
         family = LABEL_FAMILIES.get(version, entry.family)
         item["sd_version"] = FAMILY_LABELS.get(family, "Unknown")
+        # Forge's sd/xl radio filters cards by this attribute (its own cards carry it)
+        item["sort_keys"]["sdversion"] = FORGE_SD_VERSIONS.get(family, "SdVersion.Unknown")
         if not self._visible(family, enable_filter):
             return None
         terms = [self.search_terms_from_path(entry.path), entry.alias]

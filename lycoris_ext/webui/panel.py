@@ -29,7 +29,7 @@ class PanelLogic:
 
     @staticmethod
     def family() -> str:
-        return "sdxl" if host.model_family(host.current_model()) == "sdxl" else "sd"
+        return "sdxl" if host.current_family() == "sdxl" else "sd"
 
     def networks_in_prompt(self, prompt: str) -> list[str]:
         names = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 
 from ..errors import NetworkFileError
+from . import host
 from .tools_api import RequestError, bake_request, convert_request
 
 DTYPES = ("as the checkpoint", "fp16", "bf16", "fp32")
@@ -113,7 +114,9 @@ def build(ext, prompt, tab: str):
             lora_button = gr.Button("Save the prompt's networks as one LoRA", elem_id=f"{tab}_lycoris_tools_lora")
         report = gr.HTML(elem_id=f"{tab}_lycoris_tools_report")
 
-    tracker = getattr(gr, "Progress", None)  # gradio fills a gr.Progress default with the UI's bar
+    # gradio fills a gr.Progress default with the UI's bar; gradio 3 refuses to launch a UI
+    # without its queue (--no-gradio-queue) when any handler has one
+    tracker = getattr(gr, "Progress", None) if host.gradio_queue() else None
 
     def on_bake(prompt_text, out_name, dtype, replace, progress=tracker() if tracker else None):
         return bake_prompt(ext, prompt_text, out_name, dtype, replace, progress)

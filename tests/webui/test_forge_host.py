@@ -161,3 +161,77 @@ def test_hires_weights_reencode_the_hires_conditioning(webui):
     w.ext.activate(p, [extra_networks.ExtraNetworkParams(items=["tiny", "1", "hr=0.5"])])
     assert p.hr_c is None and p.hr_uc is None
     assert [(u.te, u.unet) for u in w.ext.runtime().uses] == [(0.5, 0.5)]
+
+
+class FakeInitialModel:
+    """Forge's ``shared.sd_model`` until the first generation loads the checkpoint
+    (``modules/sd_models.py``: ``cond_stage_model = None``, ``chunk_length = 75``, nothing else)."""
+
+    def __init__(self):
+        self.cond_stage_model = None
+        self.chunk_length = 75
+
+
+def test_before_forge_loads_a_model_the_ui_uses_the_selected_checkpoint(webui, tmp_path):
+    """No runtime over Forge's stand-in model (its report would say 'does not fit: 0/264'),
+    and the block sliders and cards follow the checkpoint Forge will load."""
+    from safetensors.torch import save_file
+
+    from modules import sd_models, shared
+
+    from lycoris_ext.webui import host, panel
+
+    webui.write("tiny", seed=5)
+    webui.write("tinyxl", family="sdxl", seed=6)
+    w = webui.start()
+    ckpt = tmp_path / "xl.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
+               "conditioner.embedders.1.model.ln_final.weight": torch.zeros(1)}, str(ckpt))
+    info = sd_models.CheckpointInfo(str(ckpt))
+    info.register()
+    shared.opts.sd_model_checkpoint = info.title
+    sd_models.model_data.set_sd_model(FakeInitialModel())
+
+    assert host.current_model() is None and w.ext.runtime() is None
+    assert host.current_family() == "sdxl" and panel.PanelLogic.family() == "sdxl"
+    assert w.ext.shown_for_model("sdxl") and not w.ext.shown_for_model("sd1")
+    # once Forge has loaded its engine, the loaded model decides
+    engine, _ = forge_model()
+    sd_models.model_data.set_sd_model(engine)
+    assert host.current_model() is engine and host.current_family() == "sd1"
+    assert w.ext.runtime() is not None and w.ext.shown_for_model("sd1")
+
+
+def test_cards_carry_forges_sd_version_attribute(webui):
+    """Forge's sd/xl radio hides cards by ``data-sort-sdversion``, which its own cards carry."""
+    webui.write("tiny", seed=5)
+    webui.write("tinyxl", family="sdxl", seed=6)
+    w = webui.start()
+    from lycoris_ext.webui.page import LycorisPage
+
+    page = LycorisPage(w.ext)
+    html_sd = page.create_item_html("txt2img", page.create_item("tiny", enable_filter=False))["sort_keys"]
+    html_xl = page.create_item_html("txt2img", page.create_item("tinyxl", enable_filter=False))["sort_keys"]
+    assert 'data-sort-sdversion="SdVersion.SD1"' in html_sd and 'data-sort-sdversion="SdVersion.SDXL"' in html_xl
+
+
+def test_no_progress_tracking_without_gradio_queue(webui, monkeypatch):
+    """gradio 3 refuses to launch a UI without its queue (``--no-gradio-queue``,
+    reForge's and many users' flag) when a handler has a ``gr.Progress`` default."""
+    import inspect
+
+    import gradio as gr
+
+    from modules import shared
+
+    from lycoris_ext.webui import tools_ui
+
+    w = webui.start()
+    monkeypatch.setattr(gr, "Progress", lambda: "progress bar", raising=False)
+    for queue_off, want in ((False, "progress bar"), (True, None)):
+        monkeypatch.setattr(shared.cmd_opts, "no_gradio_queue", queue_off, raising=False)
+        with gr.Blocks():
+            comps = tools_ui.build(w.ext, gr.Textbox(elem_id="txt2img_prompt"), "txt2img")
+        for button in ("bake", "lora"):
+            fn = comps[button].events[0].fn
+            assert inspect.signature(fn).parameters["progress"].default == want
