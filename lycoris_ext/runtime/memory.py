@@ -5,7 +5,11 @@ block under the allocator's mmap threshold (which rises to 32 MiB after the
 first large block is freed, so most of a model's layers fall under it) goes
 back to the heap, and the heap only shrinks from its top. After the runtime
 drops the kept originals of many layers (back to no network), ``malloc_trim``
-returns those free pages; elsewhere this does nothing.
+returns those free pages. When tcmalloc is the process's allocator (the
+WebUIs' webui.sh preloads it on Linux when it is installed), glibc's
+``malloc_trim`` would find nothing to trim: tcmalloc's own
+``MallocExtension_ReleaseFreeMemory`` is called instead. Elsewhere this does
+nothing.
 
 Trimming at once costs twice: ``malloc_trim`` itself, and the next network's
 originals (and the host's own temporaries) then land on fresh pages the
@@ -32,18 +36,36 @@ _trim = None
 _loaded = False
 
 
+def _find_release(process, libc):
+    """The function that gives the allocator's free pages back: tcmalloc's
+    when the process runs tcmalloc (its symbols are in the process's global
+    scope), else glibc's ``malloc_trim(0)``; None when neither exists."""
+    tc = getattr(process, "MallocExtension_ReleaseFreeMemory", None) if process is not None else None
+    if tc is not None:
+        tc.argtypes = []
+        tc.restype = None
+        return lambda: tc()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if trim is None:  # not glibc (musl has no malloc_trim)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+def _open(name):
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def _malloc_trim():
     global _trim, _loaded
     if not _loaded:
         _loaded = True
         if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                _trim = libc.malloc_trim
-                _trim.argtypes = [ctypes.c_size_t]
-                _trim.restype = ctypes.c_int
-            except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-                _trim = None
+            _trim = _find_release(_open(None), _open(ctypes.util.find_library("c") or "libc.so.6"))
     return _trim
 
 
@@ -55,7 +77,7 @@ def release(freed: int) -> bool:
     trim = _malloc_trim()
     if trim is None:
         return False
-    trim(0)
+    trim()
     return True
 
 

@@ -68,3 +68,66 @@ def test_runtime_hands_freed_originals_to_its_trimmer(tmp_path, monkeypatch):
     rt.set([])
     assert calls.seen == [] and rt.trimmer.pending == kept  # not while switching
     assert _wait(lambda: calls.seen == [kept])
+
+
+class _Lib:
+    """A stand-in for a loaded C library: only the symbols given exist."""
+
+    def __init__(self, **symbols):
+        for name, fn in symbols.items():
+            setattr(self, name, _Sym(fn))
+
+
+class _Sym:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def test_release_uses_tcmalloc_when_it_is_the_allocator_else_malloc_trim():
+    seen = []
+    tc = _Lib(MallocExtension_ReleaseFreeMemory=lambda: seen.append("tcmalloc"))
+    libc = _Lib(malloc_trim=lambda pad: seen.append(("malloc_trim", pad)))
+    memory._find_release(tc, libc)()
+    assert seen == ["tcmalloc"]  # glibc's heap is not where tcmalloc keeps its free pages
+    memory._find_release(_Lib(), libc)()
+    assert seen == ["tcmalloc", ("malloc_trim", 0)]
+    assert memory._find_release(_Lib(), _Lib()) is None  # musl: nothing to call
+    assert memory._find_release(None, None) is None
+
+
+def _tcmalloc_path():
+    import os
+    import re
+    import subprocess
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                                 env=dict(os.environ, PATH="/sbin:/usr/sbin:" + os.environ.get("PATH", ""))).stdout
+    except OSError:
+        return None
+    for line in listing.splitlines():
+        if re.search(r"libtcmalloc(_minimal|)\.so\.\d", line) and "=>" in line:
+            return line.split("=>", 1)[1].strip()
+    return None
+
+
+def test_a_process_running_tcmalloc_releases_through_it():
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux allocators only")
+    code = ("import lycoris_ext.runtime.memory as m; f = m._malloc_trim(); "
+            "print(f is not None and f.__closure__[0].cell_contents.__name__)")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert plain == "malloc_trim"
+    lib = _tcmalloc_path()
+    if lib is None:
+        pytest.skip("tcmalloc is not installed")
+    env = dict(os.environ, LD_PRELOAD=lib)
+    preloaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
+    assert preloaded == "MallocExtension_ReleaseFreeMemory"
