@@ -48,6 +48,13 @@ Two ways to run it:
         --server-args "--skip-torch-cuda-test --use-cpu all --no-half --ckpt models/Stable-diffusion/sd15.safetensors" \\
         --networks A B C D --repeats 5 --json bench/results/host.json
 
+The allocator: on Linux the WebUIs' webui.sh preloads tcmalloc when it is
+installed, and so does this script (``--allocator auto``, the default;
+``system`` for glibc's malloc). Under glibc the UNet's large per-call
+temporaries come from fresh pages, and how many depends on the heap's
+history, which is what the earlier glibc runs measured as a cost of having
+networks active (bench/README.md, "The allocator").
+
 Only the standard library is needed for the client itself.
 """
 
@@ -57,6 +64,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -319,11 +327,42 @@ def floor_times(files: dict, repeats: int = 5, threads: int | None = None) -> di
 
 
 # ------------------------------------------------------------------ server
-def start_server(webui, python, args, port, builtin_only, log):
+#: webui.sh's search for tcmalloc (A1111, Forge and reForge alike): the first
+#: library ``ldconfig -p`` lists that matches, in this order.
+TCMALLOC_PATTERNS = (r"libtcmalloc(_minimal|)\.so\.\d", r"libtcmalloc\.so\.\d")
+
+
+def find_tcmalloc() -> str | None:
+    """The library webui.sh would preload on this Linux (None when there is none)."""
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                                 env=dict(os.environ, PATH="/sbin:/usr/sbin:" + os.environ.get("PATH", ""))).stdout
+    except OSError:
+        return None
+    for pattern in TCMALLOC_PATTERNS:
+        for line in listing.splitlines():
+            if re.search(pattern, line) and "=>" in line:
+                return line.split("=>", 1)[1].strip()
+    return None
+
+
+def allocator_env(choice: str) -> tuple[dict, str]:
+    """(extra environment, what it is) for ``--allocator``: ``auto`` preloads
+    tcmalloc when installed, as the WebUIs' own webui.sh does on Linux;
+    ``system`` runs the C library's malloc; anything else is a library path."""
+    if choice == "system":
+        return {}, "system malloc"
+    path = find_tcmalloc() if choice == "auto" else choice
+    if not path:
+        return {}, "system malloc (no tcmalloc installed)"
+    return {"LD_PRELOAD": path}, path
+
+
+def start_server(webui, python, args, port, builtin_only, log, env_extra=None):
     cmd = [python, "launch.py", "--nowebui", "--api", "--port", str(port), *args]
     if builtin_only:
         cmd.append("--disable-extra-extensions")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.Popen(cmd, cwd=webui, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
@@ -398,6 +437,9 @@ def report(phases: list[dict], floor: dict | None) -> str:
             lines.append(f"  {p['label']:14} {k:32} {v['VmRSS'] / 2**30:7.2f} GiB  +{grow / 2**30:5.2f} GiB{ratio}  (peak {v['VmHWM'] / 2**30:.2f} GiB)")
     lines.append("")
     for p in phases:
+        if p.get("allocator"):
+            lines.append(f"{p['label']}: allocator {p['allocator']}")
+    for p in phases:
         bad = [k for k, ok in p["checks"].items() if not ok]
         lines.append(f"{p['label']}: pixel checks " + ("all passed" if not bad else "FAILED: " + "; ".join(bad)))
     return "\n".join(lines)
@@ -429,6 +471,9 @@ def main(argv=None) -> int:
     ap.add_argument("--floor-python", default=None, help="measure the floor with this Python (needs torch)")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--start-timeout", type=float, default=900)
+    ap.add_argument("--allocator", default="auto",
+                    help="with --webui: 'auto' preloads tcmalloc when installed, as webui.sh does (default); "
+                         "'system' the C library's malloc; or a library path to preload")
     ap.add_argument("--json", default=None)
     ap.add_argument("--compare", nargs="+", default=None, help="print the report of saved phases (JSON files)")
     ap.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)
@@ -460,18 +505,22 @@ def main(argv=None) -> int:
 
     started = time.time()
     phases, loads = [], {"start": load_avg()}
+    env_extra, allocator = allocator_env(a.allocator) if a.webui else ({}, None)
     if a.webui:
+        print(f"allocator: {allocator}", flush=True)
         log_path = os.path.abspath((a.json or "bench_host") + ".server.log")
         for phase in [p.strip() for p in a.phases.split(",") if p.strip()]:
             with open(log_path, "a") as log:
                 log.write(f"\n===== {phase} =====\n")
                 log.flush()
-                proc = start_server(a.webui, a.python, shlex.split(a.server_args), a.port, phase == "builtin", log)
+                proc = start_server(a.webui, a.python, shlex.split(a.server_args), a.port, phase == "builtin", log,
+                                    env_extra)
                 try:
                     url = f"http://127.0.0.1:{a.port}"
                     wait_for(url + "/sdapi/v1", a.start_timeout, proc)
                     print(f"{phase}: server pid {proc.pid} up after {time.time() - started:.0f} s; load {load_avg()}", flush=True)
                     phases.append(measure(url, proc.pid, a.networks, a.token, a.repeats, phase, idle=a.idle))
+                    phases[-1]["allocator"] = allocator
                     loads[phase] = load_avg()
                     if a.json:  # each phase is kept as soon as it is measured
                         with open(a.json, "w") as f:
