@@ -46,3 +46,41 @@ def bias_view(target: Target) -> torch.Tensor | None:
 
 def nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
+
+
+def _sole_owner(t: torch.Tensor) -> bool:
+    """Whether nothing but ``t`` itself refers to its storage (no other
+    tensor, view or state dict shares it), as far as torch can tell."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return False
+    try:
+        storage = t.untyped_storage()
+        # the tensor's own reference plus the storage object asked here
+        return storage.nbytes() == nbytes(t) and count(storage._cdata) == 2
+    except Exception:  # a tensor subclass without plain storage
+        return False
+
+
+def swap_original(target: Target, name: str | None, orig: torch.Tensor | None) -> bool:
+    """Give the parameter ``name`` back its kept original by handing it
+    ``orig`` as its tensor (no copy), when that is the same as copying: the
+    target is the whole parameter, ``orig`` has its exact dtype, device,
+    layout and kind (inference tensor or not), and nothing else shares the
+    live tensor's storage (a host's cached state dict, views, a flat buffer).
+    The parameter object stays; only its ``.data`` changes, as a device move
+    would. Returns False (and changes nothing) when the caller must copy."""
+    if name is None or orig is None or target.rows is not None or target.cols is not None or target.transposed:
+        return False
+    p = getattr(target.module, name, None)
+    if not isinstance(p, torch.nn.Parameter):
+        return False
+    if (p.dtype != orig.dtype or p.device != orig.device or p.shape != orig.shape or p.stride() != orig.stride()
+            or p.storage_offset() != 0 or orig.storage_offset() != 0 or not p.is_contiguous()
+            or p.is_inference() != orig.is_inference() or type(p.data) is not torch.Tensor
+            or type(orig) is not torch.Tensor):
+        return False
+    if not _sole_owner(p) or not _sole_owner(orig):
+        return False
+    p.data = orig
+    return True

@@ -26,7 +26,7 @@ from ..storage import packed_storage
 from .bypass import BypassHook, hookable
 from . import memory
 from .merge import Contribution, FactorCache, combine
-from .params import bias_view, nbytes, weight_view
+from .params import bias_view, nbytes, swap_original, weight_view
 from .uses import RowContext, RowWeights, Use
 
 log = logging.getLogger(__name__)
@@ -407,13 +407,17 @@ class Runtime:
 
     def _restore(self, target: Target) -> None:
         tid = target.id
+        # the kept original goes back as the parameter's tensor where that is
+        # exact and nothing else shares the live storage, else it is copied back
         w = self._orig_w.pop(tid, None)
         if w is not None:
-            weight_view(target).copy_(w)
+            if not swap_original(target, target.param, w):
+                weight_view(target).copy_(w)
             self._freed += nbytes(w)
         b = self._orig_b.pop(tid, None)
         if b is not None:
-            bias_view(target).copy_(b)
+            if not swap_original(target, target.bias, b):
+                bias_view(target).copy_(b)
             self._freed += nbytes(b)
 
     def _forget_unused(self) -> None:
