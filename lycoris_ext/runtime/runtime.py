@@ -380,7 +380,10 @@ class Runtime:
     def _keep(self, store: dict, tid, view: torch.Tensor) -> torch.Tensor:
         orig = store.get(tid)
         if orig is None:
-            orig = view.detach().clone() if self.originals_device is None else view.detach().to(self.originals_device, copy=True)
+            # the same kind as the weight (hosts write under inference mode, reForge's
+            # weights are ordinary tensors), so it can be handed back as it is
+            with torch.inference_mode(view.is_inference()):
+                orig = view.detach().clone() if self.originals_device is None else view.detach().to(self.originals_device, copy=True)
             store[tid] = orig
         return orig
 

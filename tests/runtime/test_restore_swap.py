@@ -121,3 +121,26 @@ def test_going_back_and_forth_stays_exact(tmp_path):
         assert same_as(parts, first) == []  # the same set gives the same bits after swaps
     rt.restore()
     assert same_as(parts, snap) == []
+
+
+def test_ordinary_weights_written_under_inference_mode_are_handed_back(tmp_path):
+    # reForge: its weights are ordinary tensors, the host runs the extension under inference mode
+    parts, tree = small_model("sd15", shrink=16)
+    net = write_sample(tmp_path / "lora.safetensors", tree, "lora", rank=4, seed=7)
+    snap = snapshot(parts)
+    params = _params(parts)
+    rt = Runtime(tree, trim_delay=None)
+    with torch.inference_mode():
+        rt.set([Use(net, 1.0, 1.0)])
+        kept = {_label(rt, tid): t for tid, t in rt._orig_w.items()}
+        assert not any(t.is_inference() for t in kept.values())  # kept as the same kind as the weights
+        ptrs = {k: t.data_ptr() for k, t in kept.items()}
+        del kept
+        rt.restore()
+    assert same_as(parts, snap) == []
+    assert all(params[k].data_ptr() == ptr for k, ptr in ptrs.items())
+    assert not any(p.is_inference() for p in params.values())
+    # and they stay usable outside inference mode (training tools, hosts without it)
+    rt.set([Use(net, 1.0, 1.0)])
+    rt.restore()
+    assert same_as(parts, snap) == []
