@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from .network import load_network
+from .parts import UNET
 from .resolve import resolve
 from .runtime import BYPASS, MERGE, Runtime, Use
 from .runtime.params import weight_view
@@ -112,10 +113,12 @@ def run_demo(out_dir: str | None = None, quick: bool = False) -> int:
           f"max rel. difference to merge {err:.1e}")
     checks.append((f"bypass equals merge (max rel. error {err:.1e})", err <= 1e-5))
 
-    # a step schedule: active from step 2 to 4
+    # a step schedule: the UNet's part active from step 2 to 4 (the text
+    # encoder's part stays on, as in LBW, so the probe is a UNet layer)
     rt.set([Use(nets["sample_lora"], 1, 1, start=2, stop=5)], step=0, mode="auto")
-    probe = probes[0]
-    x = xs[0]
+    probe = next(m.target for m in rt.resolution(nets["sample_lora"]).matches
+                 if m.target.part == UNET and m.target.kind == "linear")
+    x = torch.randn(2, 7, probe.module.in_features, generator=g)
     with torch.no_grad():
         base = probe.module(x)
         active = []
