@@ -44,13 +44,17 @@ def _find_release(process, libc):
     if tc is not None:
         tc.argtypes = []
         tc.restype = None
-        return lambda: tc()
+        release = lambda: tc()  # noqa: E731
+        release.allocator = "tcmalloc"
+        return release
     trim = getattr(libc, "malloc_trim", None) if libc is not None else None
     if trim is None:  # not glibc (musl has no malloc_trim)
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return lambda: trim(0)
+    release = lambda: trim(0)  # noqa: E731
+    release.allocator = "glibc"
+    return release
 
 
 def _open(name):

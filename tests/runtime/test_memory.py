@@ -90,27 +90,13 @@ def test_release_uses_tcmalloc_when_it_is_the_allocator_else_malloc_trim():
     seen = []
     tc = _Lib(MallocExtension_ReleaseFreeMemory=lambda: seen.append("tcmalloc"))
     libc = _Lib(malloc_trim=lambda pad: seen.append(("malloc_trim", pad)))
-    memory._find_release(tc, libc)()
-    assert seen == ["tcmalloc"]  # glibc's heap is not where tcmalloc keeps its free pages
+    release = memory._find_release(tc, libc)
+    release()
+    assert seen == ["tcmalloc"] and release.allocator == "tcmalloc"  # glibc's heap is not where tcmalloc keeps its free pages
     memory._find_release(_Lib(), libc)()
     assert seen == ["tcmalloc", ("malloc_trim", 0)]
     assert memory._find_release(_Lib(), _Lib()) is None  # musl: nothing to call
     assert memory._find_release(None, None) is None
-
-
-def _tcmalloc_path():
-    import os
-    import re
-    import subprocess
-    try:
-        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
-                                 env=dict(os.environ, PATH="/sbin:/usr/sbin:" + os.environ.get("PATH", ""))).stdout
-    except OSError:
-        return None
-    for line in listing.splitlines():
-        if re.search(r"libtcmalloc(_minimal|)\.so\.\d", line) and "=>" in line:
-            return line.split("=>", 1)[1].strip()
-    return None
 
 
 def test_a_process_running_tcmalloc_releases_through_it():
@@ -119,15 +105,16 @@ def test_a_process_running_tcmalloc_releases_through_it():
     import sys
 
     import pytest
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    from bench_host import find_tcmalloc
     if not sys.platform.startswith("linux"):
         pytest.skip("Linux allocators only")
-    code = ("import lycoris_ext.runtime.memory as m; f = m._malloc_trim(); "
-            "print(f is not None and f.__closure__[0].cell_contents.__name__)")
+    code = "import lycoris_ext.runtime.memory as m; f = m._malloc_trim(); print(f is not None and f.allocator)"
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert plain == "malloc_trim"
-    lib = _tcmalloc_path()
+    assert plain == "glibc"
+    lib = find_tcmalloc()  # the library webui.sh (and bench_host.py) would preload
     if lib is None:
         pytest.skip("tcmalloc is not installed")
     env = dict(os.environ, LD_PRELOAD=lib)
     preloaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
-    assert preloaded == "MallocExtension_ReleaseFreeMemory"
+    assert preloaded == "tcmalloc"
