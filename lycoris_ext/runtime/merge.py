@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..algorithms import Adapter
+from . import threads
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,9 +97,14 @@ def blame(exc: BaseException, contribution: Contribution) -> None:
 
 def split(contribs, factors: FactorCache, device):
     """``(U, D, dense)``: the low-rank contributions as one float32 product
-    ``U @ D`` (built here, each network's factors converted straight into its
-    columns of ``U`` and rows of ``D``, times gamma, times its multiplier, in
-    that order), and the other contributions."""
+    ``U @ D`` (built here: each network's factors converted straight into its
+    columns of ``U`` and rows of ``D``, times gamma, times its multiplier,
+    in that order), and the other contributions.
+
+    The factors are small (a few hundred kB per network and layer), so they
+    are built in the calling thread alone (:func:`threads.serial`: waking
+    torch's sleeping OpenMP workers for each of them made this step 2.5
+    times slower in a WebUI's server than in one process)."""
     lows, dense = [], []
     for c in contribs:
         try:
@@ -112,21 +118,26 @@ def split(contribs, factors: FactorCache, device):
             lows.append((c, f))
     if not lows:
         return None, None, dense
-    rows, cols = lows[0][1][0].shape[0], lows[0][1][1].shape[1]
     rank = sum(f[0].shape[1] for _, f in lows)
-    up = torch.empty((rows, rank), dtype=torch.float32, device=device)
-    down = torch.empty((rank, cols), dtype=torch.float32, device=device)
+    up = torch.empty((lows[0][1][0].shape[0], rank), dtype=torch.float32, device=device)
+    down = torch.empty((rank, lows[0][1][1].shape[1]), dtype=torch.float32, device=device)
     at = 0
-    for c, (u, d, gamma) in lows:
-        r = u.shape[1]
-        cols_u = up[:, at:at + r] if len(lows) > 1 else up
-        cols_u.copy_(u)
-        if gamma != 1:
-            cols_u.mul_(gamma)
-        if c.multiplier != 1:
-            cols_u.mul_(c.multiplier)
-        (down[at:at + r] if len(lows) > 1 else down).copy_(d)
-        at += r
+    with threads.serial(device):
+        for c, (u, d, gamma) in lows:
+            r = u.shape[1]
+            cols_u = up[:, at:at + r] if len(lows) > 1 else up
+            if gamma != 1 and up.device.type == "cpu":
+                # converted and scaled in one pass, in float32 (a float32 tensor
+                # operand, not a Python number, sets the computation's type)
+                torch.mul(u, torch.tensor([gamma], dtype=torch.float32), out=cols_u)
+            else:
+                cols_u.copy_(u)
+                if gamma != 1:
+                    cols_u.mul_(gamma)
+            if c.multiplier != 1:
+                cols_u.mul_(c.multiplier)
+            (down[at:at + r] if len(lows) > 1 else down).copy_(d)
+            at += r
     return up, down, dense
 
 
