@@ -86,9 +86,15 @@ SCENARIOS = [
     "back to none (ABC -> none)",
 ]
 T0 = "no network (same prompt)"
-#: What any method pays on top of the floor when the wanted set changes: the
-#: prompt's text changed (and the text encoder's weights), so it is encoded again.
+#: The text encoder on a new prompt (the negative prompt's conditioning cached).
 ENCODE = "new prompt, no network (text encoder runs)"
+#: What any method pays on top of the floor when the wanted set changes: the
+#: WebUI encodes the prompt and the negative prompt again (A1111's conditioning
+#: cache, which Forge and reForge keep, has the prompt's network tokens in the
+#: key of both; the text encoder's weights changed), whichever extension
+#: answers the tokens. Measured as a call whose prompt and negative prompt are
+#: both new, with no network.
+ENCODE_BOTH = "new prompt and negative prompt, no network (text encoder runs twice)"
 
 # ranks of the active sets each scenario must end with: for the floor
 FLOOR_SETS = {
@@ -162,9 +168,9 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
     A, B, C, D = names
     calls = []
 
-    def call(nets, tag=None, words=prompt):
+    def call(nets, tag=None, words=prompt, negative=""):
         text = words + "".join(" " + token.format(name=n, mult=m) for n, m in nets)
-        payload = {"prompt": text, "negative_prompt": "", "seed": seed, "steps": steps, "width": size, "height": size,
+        payload = {"prompt": text, "negative_prompt": negative, "seed": seed, "steps": steps, "width": size, "height": size,
                    "sampler_name": "Euler", "cfg_scale": 7.0, "batch_size": 1, "n_iter": 1,
                    "send_images": True, "save_images": False}
         t = time.perf_counter()
@@ -201,19 +207,20 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
 
     again: dict[str, list] = {}
 
-    def add(name, nets, words=prompt):
-        dt, digest = call(nets, name, words)
+    def add(name, nets, words=prompt, negative=""):
+        dt, digest = call(nets, name, words, negative)
         if dt is not None:
             res.setdefault(name, []).append((dt, digest))
         # the same set once more: computes with the same weights and changes nothing,
         # so the difference is the change itself (whatever these weights cost the UNet)
-        dt2, _ = call(nets, "again", words)
+        dt2, _ = call(nets, "again", words, negative)
         if dt2 is not None:
             again.setdefault(name, []).append(dt2)
 
     for _ in range(repeats):
         add(T0, none)
         add(ENCODE, none, prompt + " again")
+        add(ENCODE_BOTH, none, prompt + " once more", "blurry")
         add(SCENARIOS[0], sA)
         call(none, "setup")
         call(sABCD, "setup")
@@ -235,7 +242,7 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         time.sleep(idle)  # this extension gives freed originals back once idle (10 s by default)
         memory[f"end, after {idle:g} s idle"] = proc_memory(pid)
 
-    for name in [T0, ENCODE, *SCENARIOS]:
+    for name in [T0, ENCODE, ENCODE_BOTH, *SCENARIOS]:
         res.setdefault(name, [])
     digests = lambda name: {d for _, d in res[name]}  # noqa: E731
     plain = digests(T0)
@@ -379,8 +386,8 @@ def stop_server(proc) -> None:
 
 # ------------------------------------------------------------------ report
 def _table(phases, floor, key, scenarios, encode=None) -> list[str]:
-    """``encode``: seconds the text encoder takes on a new prompt (measured), for a
-    second ratio against floor + encode."""
+    """``encode``: seconds the WebUI's re-encoding of the prompts takes when the
+    set changes (measured), for a second ratio against floor + encode."""
     names = [p["label"] for p in phases]
     head = f"{'scenario':52}" + "".join(f"{n[:14]:>15}" for n in names) + (f"{'floor':>10}" if floor else "")
     if floor and len(phases) == 2:
@@ -407,10 +414,17 @@ def report(phases: list[dict], floor: dict | None) -> str:
     changes = [s for s in SCENARIOS if s != SCENARIOS[1]]
     if all("minus_again" in p["table"][SCENARIOS[0]] for p in phases):
         enc = [p["table"].get(ENCODE, {}).get("minus_again") for p in phases]
+        both = [p["table"].get(ENCODE_BOTH, {}).get("minus_again") for p in phases]
+        # runs before ENCODE_BOTH was measured: the prompt's encoding alone
+        paid = both if all(e is not None for e in both) else enc
         lines.append("the change itself: seconds per call minus the next call with the same set (medians)")
-        lines += _table(phases, floor, "minus_again", changes, encode=enc[-1] if len(phases) == 2 and enc[-1] else None)
+        lines += _table(phases, floor, "minus_again", changes, encode=paid[-1] if len(phases) == 2 and paid[-1] else None)
+        if all(e is not None for e in both):
+            lines.append("enc: a new prompt and negative prompt with no network (the WebUI encodes both again whenever "
+                         "the set changes, whichever method applies it): "
+                         + ", ".join(f"{p['label']} {e:.3f} s" for p, e in zip(phases, both)))
         if all(e is not None for e in enc):
-            lines.append("a new prompt with no network (the text encoder runs; any method pays it when the set changes): "
+            lines.append(("enc: " if paid is enc else "") + "a new prompt alone with no network (the text encoder runs once): "
                          + ", ".join(f"{p['label']} {e:.3f} s" for p, e in zip(phases, enc)))
         lines.append("")
     lines.append("seconds per call minus T0, a call with no network and the same prompt (medians; T0: "
