@@ -173,8 +173,13 @@ def _read_safetensors(path: str) -> RawFile:
         raise NetworkFileError(path, None, "safetensors reads other tensors than the header lists")
     try:
         with open(path, "rb") as f:
+            # read straight into the buffer the tensors view (bytearray(f.read())
+            # held the data twice while it was copied)
+            data = bytearray(max(0, os.fstat(f.fileno()).st_size - data_start))
             f.seek(data_start)
-            data = bytearray(f.read())
+            got = f.readinto(data)
+            if got < len(data):
+                del data[got:]
     except OSError as e:
         raise NetworkFileError(path, None, f"cannot read file: {e.strerror or e}") from None
     tensors: dict[str, torch.Tensor] = {}
