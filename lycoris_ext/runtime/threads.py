@@ -41,9 +41,11 @@ _found: list = []  # [library or None], once looked up
 def _mapped_openmp_libraries(maps: str = "/proc/self/maps") -> list[str]:
     try:
         with open(maps) as f:
-            paths = {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5 and "/" in line}
+            fields = [line.split(None, 5) for line in f]
     except OSError:
         return []
+    # address, permissions, offset, device, inode, path (absent for anonymous memory)
+    paths = {row[5].strip() for row in fields if len(row) == 6}
     return sorted(p for p in paths if _OPENMP_NAME.match(os.path.basename(p)))
 
 
