@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import NetworkFileError
+from .mapping import anonymous
 
 SAFETENSORS_EXTENSIONS = (".safetensors",)
 PICKLE_EXTENSIONS = (".pt", ".ckpt")
@@ -174,12 +175,12 @@ def _read_safetensors(path: str) -> RawFile:
     try:
         with open(path, "rb") as f:
             # read straight into the buffer the tensors view (bytearray(f.read())
-            # held the data twice while it was copied)
-            data = bytearray(max(0, os.fstat(f.fileno()).st_size - data_start))
+            # held the data twice while it was copied), a mapping of its own
+            # where the system gives one (the host's heap is left to the host)
+            size = max(0, os.fstat(f.fileno()).st_size - data_start)
+            data = anonymous(size) or bytearray(size)
             f.seek(data_start)
-            got = f.readinto(data)
-            if got < len(data):
-                del data[got:]
+            size = f.readinto(data) or 0
     except OSError as e:
         raise NetworkFileError(path, None, f"cannot read file: {e.strerror or e}") from None
     tensors: dict[str, torch.Tensor] = {}
@@ -190,7 +191,7 @@ def _read_safetensors(path: str) -> RawFile:
         begin, end = entry["data_offsets"]
         shape = entry["shape"]
         count = math.prod(shape)
-        if end > len(data):
+        if end > size:
             raise NetworkFileError(path, key, "truncated file: the tensor's data is missing")
         if count == 0:
             t = torch.empty(shape, dtype=dtype)

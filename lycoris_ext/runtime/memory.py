@@ -1,31 +1,40 @@
-"""Give memory the runtime freed back to the system, once it is idle.
+"""Where the runtime keeps originals, and when freed memory goes back.
 
-On Linux with glibc, memory freed by ``free`` mostly stays in the process: a
-block under the allocator's mmap threshold (which rises to 32 MiB after the
-first large block is freed, so most of a model's layers fall under it) goes
-back to the heap, and the heap only shrinks from its top. After the runtime
-drops the kept originals of many layers (back to no network), ``malloc_trim``
-returns those free pages. When tcmalloc is the process's allocator (the
-WebUIs' webui.sh preloads it on Linux when it is installed), glibc's
-``malloc_trim`` would find nothing to trim: tcmalloc's own
-``MallocExtension_ReleaseFreeMemory`` is called instead. Elsewhere this does
-nothing.
+Kept originals on the CPU live in anonymous mappings of their own
+(:func:`mapped`), not in the host's heap, which the host needs for its own
+temporaries. Going back to an original frees a buffer of the same size (the
+merged weight, or the copy written back); a :class:`Pool` keeps those for
+the next originals, so switching networks neither allocates nor faults in
+pages, and the host's temporaries never land in them.
 
-Trimming at once costs twice: ``malloc_trim`` itself, and the next network's
+Once the runtime has been idle for a while, a :class:`Trimmer` empties the
+pool and gives free memory back through the allocator that runs: when
+tcmalloc is the process's allocator (the WebUIs' webui.sh preloads it on
+Linux when it is installed) its own ``MallocExtension_ReleaseFreeMemory``,
+else glibc's ``malloc_trim``, which returns free heap pages (a block under
+glibc's mmap threshold, which rises to 32 MiB after the first large block is
+freed, goes back to the heap, and the heap only shrinks from its top).
+Elsewhere this does nothing.
+
+Trimming at once costs twice: the trim itself, and the next network's
 originals (and the host's own temporaries) then land on fresh pages the
 kernel faults in again. In Forge on a CPU a first apply after going back to
-no network took 2.2 s with an immediate trim and 0.57 s without. So a
+no network took 2.2 s with an immediate trim and 0.57 s without. So the
 :class:`Trimmer` waits until no change came for ``delay`` seconds: while
-someone is switching networks the freed pages are reused, and an idle
+someone is switching networks the freed buffers are reused, and an idle
 process gives them back.
 """
-
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import sys
 import threading
+
+import torch
+
+from ..mapping import anonymous
+from .params import nbytes, sole_owner
 
 #: Freed bytes below which trimming is not worth its walk over the heap.
 THRESHOLD = 32 << 20
@@ -85,6 +94,113 @@ def release(freed: int) -> bool:
     return True
 
 
+def mapped(like: torch.Tensor) -> torch.Tensor | None:
+    """A new contiguous tensor shaped as ``like``, of its dtype and kind
+    (inference tensor or not), in an anonymous mapping of its own
+    (:func:`lycoris_ext.mapping.anonymous`); None unless ``like`` is a CPU
+    tensor with data and the system gives the mapping.
+
+    Kept originals live for as long as networks are active, while the host
+    allocates and frees large temporaries around them on every generation.
+    Taken from the host's allocator, they (and the small temporaries of each
+    change) split the free space the host keeps for those: in A1111's server
+    on a CPU its heap then grew inside the UNet call by that call's largest
+    temporary (118 MB, a convolution's reordered weights) at two or three of
+    the first calls with networks, and kept those pages. In mappings of their
+    own the host's heap stayed as it was before any network."""
+    n = nbytes(like)
+    buf = anonymous(n) if like.device.type == "cpu" else None
+    if buf is None:
+        return None
+    with torch.inference_mode(like.is_inference()):
+        storage = torch.frombuffer(buf, dtype=torch.uint8).untyped_storage()
+        # set_, not a view: the tensor is its storage's only user, as a clone is
+        return torch.empty(0, dtype=like.dtype).set_(storage, 0, like.shape)
+
+
+def _layout(t: torch.Tensor) -> tuple:
+    return (tuple(t.shape), t.dtype, t.device, t.is_inference())
+
+
+class Pool:
+    """Whole CPU buffers the runtime freed, kept for its next originals of the
+    same shape, dtype and kind.
+
+    Going back to no network frees a kept original's worth of memory per
+    layer (the original handed back as the parameter's tensor frees the
+    merged one), and the next network needs as much again: kept here, the
+    buffers are reused as they are, without the allocator or fresh pages, and
+    the host's temporaries never land in them. A buffer none of the
+    :data:`KEEP_CHANGES` changes after the one that freed it took is freed
+    (a layout nobody asked for again), and
+    :meth:`clear` empties the pool (the runtime's :class:`Trimmer` does once
+    the runtime is idle). Thread-safe: the trimmer runs in its own thread.
+    """
+
+    #: Changes after the one that freed a buffer that may still take it.
+    KEEP_CHANGES = 2
+
+    def __init__(self):
+        self._free: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+        self._lock = threading.Lock()
+        self._changes = 0
+        self.nbytes = 0
+
+    @staticmethod
+    def fits(t: torch.Tensor) -> bool:
+        """Whether ``t`` is a whole CPU buffer: a plain contiguous tensor that
+        is its storage's only user (nothing else would see it written)."""
+        return (type(t) is torch.Tensor and t.device.type == "cpu" and t.is_contiguous() and t.storage_offset() == 0
+                and sole_owner(t))
+
+    def put(self, t: torch.Tensor) -> bool:
+        """Keep ``t`` for reuse when it is a whole buffer; whether it was kept."""
+        if not self.fits(t):
+            return False
+        with self._lock:
+            self._free.setdefault(_layout(t), []).append((self._changes, t))
+            self.nbytes += nbytes(t)
+        return True
+
+    def take(self, like: torch.Tensor) -> torch.Tensor | None:
+        """A kept buffer with ``like``'s shape, dtype and kind, or None."""
+        key = _layout(like)
+        with self._lock:
+            stack = self._free.get(key)
+            if not stack:
+                return None
+            _, t = stack.pop()
+            if not stack:
+                del self._free[key]
+            self.nbytes -= nbytes(t)
+            return t
+
+    def changed(self) -> None:
+        """Count a change (at its end); buffers no change took for
+        :data:`KEEP_CHANGES` changes after their own are freed."""
+        with self._lock:
+            self._changes += 1
+            oldest = self._changes - self.KEEP_CHANGES
+            for key in list(self._free):
+                kept = [(n, t) for n, t in self._free[key] if n >= oldest]
+                self.nbytes -= sum(nbytes(t) for n, t in self._free[key] if n < oldest)
+                if kept:
+                    self._free[key] = kept
+                else:
+                    del self._free[key]
+
+    def clear(self) -> int:
+        """Free every kept buffer; the bytes freed."""
+        with self._lock:
+            n, self.nbytes = self.nbytes, 0
+            self._free.clear()
+        return n
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._free.values())
+
+
 class Trimmer:
     """Counts bytes the runtime freed and trims once it has been idle.
 
@@ -94,9 +210,11 @@ class Trimmer:
     ``delay=None`` never. ``flush()`` trims now if anything waits.
     """
 
-    def __init__(self, delay: float | None = IDLE_DELAY, release=release):
+    def __init__(self, delay: float | None = IDLE_DELAY, release=release, pool: Pool | None = None):
         self.delay = delay
         self._release = release
+        #: buffers kept for reuse are freed first, then the allocator's pages go back
+        self.pool = pool
         self._pending = 0
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -131,6 +249,8 @@ class Trimmer:
 
     def _trim_locked(self) -> None:
         freed, self._pending = self._pending, 0
+        if self.pool is not None:
+            self.pool.clear()
         if self._release(freed):
             self.trims += 1
 

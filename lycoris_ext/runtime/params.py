@@ -48,7 +48,7 @@ def nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
 
-def _sole_owner(t: torch.Tensor) -> bool:
+def sole_owner(t: torch.Tensor) -> bool:
     """Whether nothing but ``t`` itself refers to its storage (no other
     tensor, view or state dict shares it), as far as torch can tell."""
     count = getattr(torch._C, "_storage_Use_Count", None)
@@ -62,25 +62,27 @@ def _sole_owner(t: torch.Tensor) -> bool:
         return False
 
 
-def swap_original(target: Target, name: str | None, orig: torch.Tensor | None) -> bool:
+def swap_original(target: Target, name: str | None, orig: torch.Tensor | None) -> torch.Tensor | None:
     """Give the parameter ``name`` back its kept original by handing it
     ``orig`` as its tensor (no copy), when that is the same as copying: the
     target is the whole parameter, ``orig`` has its exact dtype, device,
     layout and kind (inference tensor or not), and nothing else shares the
     live tensor's storage (a host's cached state dict, views, a flat buffer).
     The parameter object stays; only its ``.data`` changes, as a device move
-    would. Returns False (and changes nothing) when the caller must copy."""
+    would. Returns the tensor the parameter held (now nobody else's), or None
+    (and changes nothing) when the caller must copy."""
     if name is None or orig is None or target.rows is not None or target.cols is not None or target.transposed:
-        return False
+        return None
     p = getattr(target.module, name, None)
     if not isinstance(p, torch.nn.Parameter):
-        return False
+        return None
     if (p.dtype != orig.dtype or p.device != orig.device or p.shape != orig.shape or p.stride() != orig.stride()
             or p.storage_offset() != 0 or orig.storage_offset() != 0 or not p.is_contiguous()
             or p.is_inference() != orig.is_inference() or type(p.data) is not torch.Tensor
             or type(orig) is not torch.Tensor):
-        return False
-    if not _sole_owner(p) or not _sole_owner(orig):
-        return False
+        return None
+    if not sole_owner(p) or not sole_owner(orig):
+        return None
+    held = p.data
     p.data = orig
-    return True
+    return held

@@ -133,8 +133,10 @@ class Runtime:
         #: parameters as it left them: a request equal to it returns at once.
         self._done: tuple | None = None
         self._freed = 0  # bytes of originals dropped since the last set
+        #: buffers freed by going back to originals, reused for the next originals
+        self.pool = memory.Pool()
         #: gives dropped originals back to the system once no change came for a while
-        self.trimmer = memory.Trimmer(trim_delay)
+        self.trimmer = memory.Trimmer(trim_delay, pool=self.pool)
         self._step: int | None = None
         self._total: int | None = None
         self.last_report: ApplyReport | None = None
@@ -208,6 +210,7 @@ class Runtime:
             self._uses, self._step, self._total = prev
             raise
         self._forget_unused()
+        self.pool.changed()
         freed, self._freed = self._freed, 0
         self.trimmer.freed(freed)
         self.last_report = ApplyReport(self.effective_mode, reports, rebuilt, time.perf_counter() - t0)
@@ -255,6 +258,7 @@ class Runtime:
         self._state.clear()
         self._orig_w.clear()
         self._orig_b.clear()
+        self.pool.clear()
         self._resolutions.clear()
         self._factors = FactorCache()
         self._uses = ()
@@ -383,7 +387,16 @@ class Runtime:
             # the same kind as the weight (hosts write under inference mode, reForge's
             # weights are ordinary tensors), so it can be handed back as it is
             with torch.inference_mode(view.is_inference()):
-                orig = view.detach().clone() if self.originals_device is None else view.detach().to(self.originals_device, copy=True)
+                if self.originals_device is not None:
+                    orig = view.detach().to(self.originals_device, copy=True)
+                else:
+                    # a buffer freed by an earlier change, else memory of its own on the
+                    # CPU (memory.mapped), so the host's heap is left to the host
+                    buf = None
+                    if view.is_contiguous():
+                        buf = self.pool.take(view)
+                        buf = memory.mapped(view) if buf is None else buf
+                    orig = view.detach().clone() if buf is None else buf.copy_(view)
             store[tid] = orig
         return orig
 
@@ -407,21 +420,26 @@ class Runtime:
         elif orig_b is not None:
             bview.copy_(orig_b)
             del self._orig_b[tid]
+            self._drop(orig_b)
 
     def _restore(self, target: Target) -> None:
         tid = target.id
         # the kept original goes back as the parameter's tensor where that is
         # exact and nothing else shares the live storage, else it is copied back
-        w = self._orig_w.pop(tid, None)
-        if w is not None:
-            if not swap_original(target, target.param, w):
-                weight_view(target).copy_(w)
-            self._freed += nbytes(w)
-        b = self._orig_b.pop(tid, None)
-        if b is not None:
-            if not swap_original(target, target.bias, b):
-                bias_view(target).copy_(b)
-            self._freed += nbytes(b)
+        for store, name, view in ((self._orig_w, target.param, weight_view), (self._orig_b, target.bias, bias_view)):
+            orig = store.pop(tid, None)
+            if orig is not None:
+                held = swap_original(target, name, orig)
+                if held is None:
+                    view(target).copy_(orig)
+                self._drop(orig if held is None else held)
+
+    def _drop(self, t: torch.Tensor) -> None:
+        """A buffer freed by going back to an original: kept for the next
+        originals when it is a whole buffer and originals stay beside the weights."""
+        self._freed += nbytes(t)
+        if self.originals_device is None:
+            self.pool.put(t)
 
     def _forget_unused(self) -> None:
         live = {id(c.adapter) for cs in self._applied.values() for c in cs}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import time
+
+import pytest
+import torch
 
 from lycoris_ext.runtime import Runtime, Use
 from lycoris_ext.runtime import memory
-from support.models import small_model, write_sample
+from lycoris_ext.runtime.params import weight_view
+from support.models import same_as, small_model, snapshot, write_sample
 
 MB = 1 << 20
 
@@ -67,7 +72,9 @@ def test_runtime_hands_freed_originals_to_its_trimmer(tmp_path, monkeypatch):
     assert kept > 0
     rt.set([])
     assert calls.seen == [] and rt.trimmer.pending == kept  # not while switching
+    assert rt.pool.nbytes == kept  # the freed buffers wait for the next originals
     assert _wait(lambda: calls.seen == [kept])
+    assert rt.pool.nbytes == 0 and len(rt.pool) == 0  # freed before the allocator gives pages back
 
 
 class _Lib:
@@ -118,3 +125,90 @@ def test_a_process_running_tcmalloc_releases_through_it():
     env = dict(os.environ, LD_PRELOAD=lib)
     preloaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
     assert preloaded == "tcmalloc"
+
+
+# ---------------------------------------------------------------- where originals live
+def _mapped_ranges():
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            out.append((lo, hi))
+    return out
+
+
+def test_mapped_gives_a_whole_tensor_of_the_same_kind_and_frees_its_mapping():
+    like = torch.randn(300, 200)
+    t = memory.mapped(like)
+    assert t.shape == like.shape and t.dtype == like.dtype and t.is_contiguous() and not t.is_inference()
+    assert memory.Pool.fits(t)  # its storage's only user, as a clone would be
+    t.copy_(like)
+    assert torch.equal(t, like)
+    with torch.inference_mode():
+        inf = torch.zeros(4, 8, dtype=torch.float16)
+    u = memory.mapped(inf)
+    assert u.is_inference() and u.dtype == torch.float16 and u.shape == inf.shape
+    assert memory.mapped(torch.zeros(0)) is None  # nothing to map
+    if sys.platform.startswith("linux"):
+        big = memory.mapped(torch.zeros(1 << 21))  # 8 MiB
+        start = big.data_ptr()
+        assert any(lo <= start < hi for lo, hi in _mapped_ranges())
+        del big
+        assert not any(lo <= start < hi for lo, hi in _mapped_ranges())  # unmapped at once, not kept by an allocator
+
+
+def test_pool_keeps_only_whole_buffers_and_matches_shape_dtype_and_kind():
+    pool = memory.Pool()
+    base = torch.zeros(8, 8)
+    alias = base.view(64)
+    assert not pool.put(base)  # another tensor shares its storage
+    del alias
+    assert not pool.put(torch.zeros(8, 9)[:, :8])  # a view of a larger buffer
+    assert not pool.put(torch.zeros(8, 8).t())  # not contiguous
+    assert pool.put(base) and pool.nbytes == 256 and len(pool) == 1
+    assert pool.take(torch.zeros(8, 8, dtype=torch.float16)) is None
+    assert pool.take(torch.zeros(4, 16)) is None
+    with torch.inference_mode():
+        assert pool.take(torch.zeros(8, 8)) is None  # an inference tensor is another kind
+    got = pool.take(torch.ones(8, 8))
+    assert got is base and pool.nbytes == 0 and len(pool) == 0
+
+
+def test_pool_drops_buffers_unused_for_a_few_changes_and_clear_empties_it():
+    pool = memory.Pool()
+    pool.put(torch.zeros(16))
+    pool.changed()  # the end of the change that freed it
+    for _ in range(memory.Pool.KEEP_CHANGES):  # the next ones may take it
+        assert len(pool) == 1
+        pool.changed()
+    assert len(pool) == 0 and pool.nbytes == 0
+    pool.put(torch.zeros(16))
+    assert pool.clear() == 64 and len(pool) == 0
+
+
+def test_originals_are_mapped_and_back_to_none_then_again_reuses_their_buffers(tmp_path):
+    parts, tree = small_model("sd15", shrink=8)
+    net = write_sample(tmp_path / "a.safetensors", tree, "lora", rank=2)
+    snap = snapshot(parts)
+    rt = Runtime(tree, trim_delay=None)
+    made = []
+    real = memory.mapped
+    try:
+        memory.mapped = lambda like: made.append(real(like)) or made[-1]
+        rt.set([Use(net, 1.0)])
+    finally:
+        memory.mapped = real
+    first = {tid: weight_view(rt.tree.by_id[tid]).clone() for tid in rt._orig_w}
+    kept = rt.kept_bytes
+    assert made and {t.data_ptr() for t in made} == {t.data_ptr() for t in rt._orig_w.values()}
+    rt.set([])
+    assert same_as(parts, snap) == []
+    assert rt.pool.nbytes == kept and rt.kept_bytes == 0
+    freed = {t.data_ptr() for ts in rt.pool._free.values() for _, t in ts}
+    rt.set([Use(net, 1.0)])
+    assert rt.pool.nbytes == 0
+    assert {t.data_ptr() for t in rt._orig_w.values()} == freed  # the same buffers, no new memory
+    for tid, w in first.items():
+        assert torch.equal(weight_view(rt.tree.by_id[tid]), w)
+    rt.set([])
+    assert same_as(parts, snap) == []
