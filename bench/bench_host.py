@@ -149,6 +149,22 @@ def proc_memory(pid) -> dict | None:
     return out
 
 
+def extension_memory(url) -> dict | None:
+    """What this extension says it holds (``GET /lycoris/v1/memory``), or None
+    (the host's own Lora, or an extension without the route)."""
+    try:
+        got = http(url.rstrip("/") + "/lycoris/v1/memory", timeout=30)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return got if isinstance(got, dict) and "originals" in got else None
+
+
+def median_reading(readings: list) -> dict | None:
+    """The reading with the median VmRSS (None when none was read)."""
+    got = sorted((r for r in readings if r), key=lambda r: r["VmRSS"])
+    return got[len(got) // 2] if got else None
+
+
 def wait_for(api, seconds, proc=None) -> list:
     t0 = time.time()
     while True:
@@ -192,14 +208,26 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
     sABC, sABC05 = [(A, 1), (B, 1), (C, 1)], [(A, 0.5), (B, 1), (C, 1)]
     sABCD, sAB, sCD = [(A, 1), (B, 1), (C, 1), (D, 1)], [(A, 1), (B, 1)], [(C, 1), (D, 1)]
     memory = {}
+    readings = []
+
+    def reading():
+        r = proc_memory(pid)
+        own = extension_memory(url)
+        if r is not None and own is not None:
+            r["extension"] = own
+        return r
+
     for _ in range(3):
         call(none, "warm-up")
-    memory["before any network"] = proc_memory(pid)
+        readings.append(reading())
+    # the median of three: tcmalloc gives some free pages back now and then,
+    # so one reading may sit up to the host's free space (0.2 GiB) below the rest
+    memory["before any network"] = median_reading(readings)
     cold = {"first apply after start": call(sA, "cold")[0] or float("nan")}
     cold["first A -> A,B,C,D (B, C, D read)"] = call(sABCD, "cold")[0] or float("nan")
-    memory["A,B,C,D active (first time)"] = proc_memory(pid)
+    memory["A,B,C,D active (first time)"] = reading()
     call(none, "cold")
-    memory["back to none (first time)"] = proc_memory(pid)
+    memory["back to none (first time)"] = reading()
     for s in (sABC, sABC05, sABCD, sAB, sCD, none, sA, none):  # every transition once, untimed
         call(s, "warm-up")
 
@@ -229,18 +257,18 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         add(SCENARIOS[2], sABC05)
         add(SCENARIOS[2], sABC)
         add(SCENARIOS[3], sABCD)
-        memory.setdefault("A,B,C,D active", proc_memory(pid))
+        memory.setdefault("A,B,C,D active", reading())
         add(SCENARIOS[4], sABC)
         add(SCENARIOS[6], none)
-        memory.setdefault("back to none", proc_memory(pid))
+        memory.setdefault("back to none", reading())
         call(sAB, "setup")
         add(SCENARIOS[5], sCD)
         add(SCENARIOS[5], sAB)
         call(none, "setup")
-    memory["end (no network)"] = proc_memory(pid)
+    memory["end (no network)"] = reading()
     if idle:
         time.sleep(idle)  # this extension gives freed originals back once idle (10 s by default)
-        memory[f"end, after {idle:g} s idle"] = proc_memory(pid)
+        memory[f"end, after {idle:g} s idle"] = reading()
 
     for name in [T0, ENCODE, ENCODE_BOTH, *SCENARIOS]:
         res.setdefault(name, [])
@@ -449,6 +477,12 @@ def report(phases: list[dict], floor: dict | None) -> str:
             grow = v["VmRSS"] - base
             ratio = f"  {grow / touched:5.2f}x touched" if touched and k != "before any network" else ""
             lines.append(f"  {p['label']:14} {k:32} {v['VmRSS'] / 2**30:7.2f} GiB  +{grow / 2**30:5.2f} GiB{ratio}  (peak {v['VmHWM'] / 2**30:.2f} GiB)")
+            own = v.get("extension")
+            if own:
+                held = own["originals"] + own["pooled"] + own["networks"]
+                mine = f" = {held / touched:.2f}x touched" if touched else ""
+                lines.append(f"  {'':14} {'  the extension holds':32} {held / 2**30:7.2f} GiB{mine}: originals {own['originals'] / 2**30:.2f},"
+                             f" pooled {own['pooled'] / 2**30:.2f}, network files {own['networks'] / 2**30:.2f} GiB")
     lines.append("")
     for p in phases:
         if p.get("allocator"):

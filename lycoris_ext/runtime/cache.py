@@ -63,6 +63,10 @@ class NetworkCache:
         with self._lock:
             self._items.clear()
 
+    def networks(self) -> list[Network]:
+        with self._lock:
+            return [n for _, n in self._items.values()]
+
     @property
     def nbytes(self) -> int:
         return sum(n.nbytes for _, n in self._items.values())

@@ -4,6 +4,9 @@
 - ``POST /sdapi/v1/refresh-loras``: rescans the folders and returns the same list.
 - ``GET /lycoris/v1/networks/{name}``: the inspect report, with the loaded
   model's resolution report when a model is loaded.
+- ``GET /lycoris/v1/memory``: what the extension holds, in bytes (kept
+  originals, buffers pooled for the next ones, network files) and the layers
+  changed now.
 
 When the built-in Lora extension is enabled too, its two ``/sdapi/v1`` routes
 are replaced by these (same shape), so there is one answer for one folder.
@@ -69,5 +72,9 @@ def add_routes(ext, app) -> None:
 
     app.add_api_route("/sdapi/v1/loras", get_loras, methods=["GET"])
     app.add_api_route("/sdapi/v1/refresh-loras", refresh_loras, methods=["POST"])
+    async def get_memory():
+        return ext.memory()
+
     app.add_api_route("/lycoris/v1/networks/{name:path}", get_network, methods=["GET"])
+    app.add_api_route("/lycoris/v1/memory", get_memory, methods=["GET"])
     tools_api.add_tool_routes(ext, app)  # POST /lycoris/v1/bake and /lycoris/v1/convert

@@ -147,6 +147,22 @@ class LycorisExtension:
             self._runtimes[sd_model] = rt
         return rt
 
+    def memory(self) -> dict:
+        """What the extension holds in memory now, in bytes: the loaded
+        model's kept originals, the buffers waiting for the next originals,
+        and the network files (the cache, and networks in use it evicted)."""
+        rt = self.runtime(create=False)
+        networks = {id(n): n for n in self.cache.networks()}
+        if rt is not None:
+            networks.update((id(u.network), u.network) for u in rt.uses)
+        return {
+            "originals": rt.kept_bytes if rt is not None else 0,
+            "pooled": rt.pool.nbytes if rt is not None else 0,
+            "networks": sum(n.nbytes for n in networks.values()),
+            "networks_count": len(networks),
+            "layers": rt.layers() if rt is not None else {},
+        }
+
     @staticmethod
     def _writes(rt: Runtime):
         """Where ``rt`` may write its model's weights (Forge's are inference tensors)."""

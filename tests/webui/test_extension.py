@@ -303,6 +303,26 @@ def test_api_routes(webui):
     assert r.status_code == 422 and "bad.safetensors" in r.json()["detail"]
 
 
+def test_api_memory_reports_what_the_extension_holds(webui):
+    webui.write("a", seed=1)
+    w = webui.start()
+    c = w.ui.client()
+    empty = c.get("/lycoris/v1/memory").json()
+    assert empty["originals"] == 0 and empty["pooled"] == 0 and empty["networks"] == 0
+    run(w, "x <lora:a:1>")
+    ext = w.ext
+    rt = ext.runtime(create=False)
+    held = c.get("/lycoris/v1/memory").json()
+    net = ext.cache.networks()[0]
+    assert held["originals"] == rt.kept_bytes > 0 and held["pooled"] == 0
+    assert held["networks"] == net.nbytes > 0 and held["networks_count"] == 1
+    assert held["layers"]["merged"] == rt.layers()["merged"] > 0
+    run(w, "x")
+    back = c.get("/lycoris/v1/memory").json()
+    assert back["originals"] == 0 and back["pooled"] == held["originals"]  # waiting for the next originals
+    assert back["networks"] == held["networks"]  # the file cache stays
+
+
 def test_api_routes_replace_the_builtin(webui):
     webui.write("a", seed=1)
     w = webui.start(builtin=True)
