@@ -24,6 +24,7 @@ no network took 2.2 s with an immediate trim and 0.57 s without. So the
 someone is switching networks the freed buffers are reused, and an idle
 process gives them back.
 """
+
 from __future__ import annotations
 
 import ctypes
