@@ -69,7 +69,7 @@ class NetworkCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(n.nbytes for _, n in self._items.values())
+        return sum(n.nbytes for n in self.networks())
 
     def __len__(self) -> int:
         return len(self._items)

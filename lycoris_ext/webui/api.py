@@ -70,11 +70,11 @@ def add_routes(ext, app) -> None:
             report["resolution"] = rt.resolution(net).report()
         return JSONResponse(json.loads(json.dumps(report, default=str)))
 
-    app.add_api_route("/sdapi/v1/loras", get_loras, methods=["GET"])
-    app.add_api_route("/sdapi/v1/refresh-loras", refresh_loras, methods=["POST"])
     async def get_memory():
         return ext.memory()
 
+    app.add_api_route("/sdapi/v1/loras", get_loras, methods=["GET"])
+    app.add_api_route("/sdapi/v1/refresh-loras", refresh_loras, methods=["POST"])
     app.add_api_route("/lycoris/v1/networks/{name:path}", get_network, methods=["GET"])
     app.add_api_route("/lycoris/v1/memory", get_memory, methods=["GET"])
     tools_api.add_tool_routes(ext, app)  # POST /lycoris/v1/bake and /lycoris/v1/convert
