@@ -12,6 +12,8 @@ applying rolls every layer changed in that call back to its previous state.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -24,7 +26,7 @@ from ..resolve import Resolution, resolve
 from ..resolve.tree import ModelTree, Target
 from ..storage import packed_storage
 from .bypass import BypassHook, hookable
-from . import memory
+from . import memory, threads
 from .merge import Contribution, FactorCache, combine
 from .params import bias_view, nbytes, swap_original, weight_view
 from .uses import RowContext, RowWeights, Use
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 MERGE, BYPASS, AUTO = "merge", "bypass", "auto"
 MODES = (MERGE, BYPASS, AUTO)
+#: Elements of weights a change merges below which it runs in the calling
+#: thread alone: for small layers, starting threads and passing the GIL
+#: between them cost more than the second core gives.
+SIDE_BY_SIDE_MIN = 1 << 22
 _MERGED, _HOOKED = "merged", "hooked"
 
 
@@ -133,6 +139,7 @@ class Runtime:
         #: parameters as it left them: a request equal to it returns at once.
         self._done: tuple | None = None
         self._freed = 0  # bytes of originals dropped since the last set
+        self._freed_lock = threading.Lock()  # layers are rebuilt side by side
         #: buffers freed by going back to originals, reused for the next originals
         self.pool = memory.Pool()
         #: gives dropped originals back to the system once no change came for a while
@@ -330,19 +337,59 @@ class Runtime:
                     self._applied[tid] = new  # same effect; keep the fresh objects
                 continue
             todo.append((target, new, new_state, old, old_state))
-        done = []
+        # Merges into CPU weights run side by side (threads.each: the cores stay
+        # busy without waking OpenMP workers), a module's targets in one job
+        # (packed q/k/v share a parameter), the largest first so the threads
+        # end together; hooks and originals handed back are set here first.
+        here, side = [], {}
         for item in todo:
-            target, new, new_state, old, old_state = item
-            done.append(item)
-            try:
-                self._apply(target, new, new_state)
-            except BaseException as e:
-                self._rollback(done)
-                culprit = getattr(e, "contribution", None) or next(iter(new), None) or next(iter(old), None)
-                msg = f"{type(e).__name__}: {e}; the model was left as it was"
-                raise NetworkApplyError(culprit.network if culprit else None,
-                                        f"{culprit.key if culprit else ''} ({target.label})", msg) from e
+            if self._side_by_side(item):
+                side.setdefault(id(item[0].module), []).append(item)
+            else:
+                here.append(item)
+        size = {k: sum(math.prod(i[0].shape) for i in g) for k, g in side.items()}
+        groups = [side[k] for k in sorted(side, key=lambda k: -size[k])]
+        done, failures = [], []
+
+        def job(items):
+            def run():
+                for item in items:
+                    done.append(item)
+                    try:
+                        self._apply(item[0], item[1], item[2])
+                    except BaseException as e:
+                        failures.append((item, e))
+                        raise
+            return run
+
+        try:
+            threads.each([job(here)], workers=1)
+            if not failures and groups:
+                threads.each([job(g) for g in groups], workers=None if sum(size.values()) >= SIDE_BY_SIDE_MIN else 1)
+        except BaseException as e:  # between jobs (an interrupt): rolled back all the same
+            if not done:
+                raise  # nothing changed
+            if not failures:
+                failures.append((done[-1], e))
+        if failures:
+            self._rollback(done)
+            # the first failure in the model's order is named
+            (target, new, _, old, _), e = min(failures, key=lambda f: self._order[f[0][0].id])
+            culprit = getattr(e, "contribution", None) or next(iter(new), None) or next(iter(old), None)
+            msg = f"{type(e).__name__}: {e}; the model was left as it was"
+            raise NetworkApplyError(culprit.network if culprit else None,
+                                    f"{culprit.key if culprit else ''} ({target.label})", msg) from e
         return len(todo)
+
+    def _side_by_side(self, item) -> bool:
+        """Whether a change runs beside others: a merge into a CPU weight
+        (going back to an original mostly hands the kept tensor back: no work
+        worth a thread; hooks are set here)."""
+        target, _, new_state, _, old_state = item
+        if new_state != _MERGED or old_state == _HOOKED or target.module is None:
+            return False
+        p = getattr(target.module, target.param, None)
+        return isinstance(p, torch.Tensor) and p.device.type == "cpu"
 
     def _rollback(self, done) -> None:
         for target, new, new_state, old, old_state in reversed(done):
@@ -437,7 +484,8 @@ class Runtime:
     def _drop(self, t: torch.Tensor) -> None:
         """A buffer freed by going back to an original: kept for the next
         originals when it is a whole buffer and originals stay beside the weights."""
-        self._freed += nbytes(t)
+        with self._freed_lock:
+            self._freed += nbytes(t)
         if self.originals_device is None:
             self.pool.put(t)
 

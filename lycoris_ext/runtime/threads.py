@@ -1,4 +1,5 @@
-"""Small tensor operations in the calling thread only.
+"""Tensor work kept off torch's OpenMP team: small operations in the
+calling thread only, and whole layers side by side in threads of their own.
 
 torch runs every elementwise operation on more than 32768 elements on its
 OpenMP team. Between operations the team's workers spin for a while, then
@@ -21,6 +22,15 @@ by reading the count back through torch; where it is not found (not Linux,
 torch built without OpenMP) :func:`serial` changes nothing. Results are the
 same bits either way: elementwise operations do not depend on the split
 into threads.
+
+:func:`each` runs independent jobs (whole layers: the copy, the factors and
+the product) side by side in as many threads as torch would use, each
+thread's operations in that thread alone: the cores stay busy without any
+OpenMP team, so no operation wakes a sleeping worker (a rebuild of SD1.5's
+264 layers, copy and rank-128 product each, took 0.45 s this way and 0.51 s
+on the team beside a second one, with the same bits). A job's results do not
+depend on how many ran beside it: it runs the same single-thread operations
+either way.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import os
 import re
 import threading
 from contextlib import contextmanager
+from typing import Callable, Sequence
 
 import torch
 
@@ -104,3 +115,53 @@ def serial(device=None):
         yield
     finally:
         lib.omp_set_num_threads(n)
+
+
+#: :func:`each`'s outcome for a job that was not started (an earlier job failed).
+SKIPPED = object()
+
+
+def each(jobs: Sequence[Callable[[], object]], workers: int | None = None) -> list:
+    """Run ``jobs`` side by side, each job's torch operations in its thread alone.
+
+    Up to ``workers`` threads (default ``torch.get_num_threads()``; the
+    calling thread is one of them) take the jobs in order, each running in
+    :func:`serial` under the caller's grad and inference modes (both are
+    per-thread in torch). Once a job raises, no further job starts. Returns
+    one outcome per job: None when it ran, the exception it raised, or
+    :data:`SKIPPED`. With one worker the jobs run here, still each in this
+    thread alone, so a job's results never depend on how many ran beside it.
+    Where torch's OpenMP runtime was not found (no thread can be kept to
+    itself) they run here one after the other on torch's own threads.
+    """
+    outcomes: list = [SKIPPED] * len(jobs)
+    workers = torch.get_num_threads() if workers is None else workers
+    helpers = max(0, min(workers, len(jobs)) - 1) if openmp() is not None else 0
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    order = iter(range(len(jobs)))
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work():
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), serial():
+            while not failed.is_set():
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                try:
+                    jobs[i]()
+                    outcomes[i] = None
+                except BaseException as e:  # reported to the caller with the job
+                    outcomes[i] = e
+                    failed.set()
+
+    threads = [threading.Thread(target=work, name=f"lycoris-each-{n}", daemon=True) for n in range(helpers)]
+    for t in threads:
+        t.start()
+    try:
+        work()
+    finally:
+        for t in threads:
+            t.join()
+    return outcomes

@@ -4,6 +4,8 @@ was before that apply."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -26,17 +28,30 @@ class Boom(RuntimeError):
     pass
 
 
+class Counter:
+    """Counts calls from any thread (the runtime rebuilds layers side by side)."""
+
+    def __init__(self):
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self.n += 1
+            return self.n
+
+
 def fail_on(monkeypatch, obj, name, fail_at, after=False, message="injected"):
     """Make ``obj.name`` raise on its ``fail_at``-th call (after doing its work when ``after``)."""
     real = getattr(obj, name)
-    calls = {"n": 0}
+    calls = Counter()
 
     def wrapper(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == fail_at and not after:
+        mine = calls.next()
+        if mine == fail_at and not after:
             raise Boom(message)
         out = real(*a, **k)
-        if calls["n"] == fail_at:
+        if mine == fail_at:
             raise Boom(message)
         return out
 
@@ -47,7 +62,7 @@ def fail_on(monkeypatch, obj, name, fail_at, after=False, message="injected"):
 class Exploding:
     """A weight view whose copy_ writes garbage and raises on the n-th write."""
 
-    count = {"n": 0}
+    count = Counter()
     fail_at = 0
 
     def __init__(self, t):
@@ -57,8 +72,7 @@ class Exploding:
         return getattr(self.t, k)
 
     def copy_(self, src):
-        Exploding.count["n"] += 1
-        if Exploding.count["n"] == Exploding.fail_at:
+        if Exploding.count.next() == Exploding.fail_at:
             self.t.copy_(torch.full_like(self.t, 123.0))  # a half-done write
             raise Boom("writing a parameter")
         return self.t.copy_(src)
@@ -71,14 +85,13 @@ def inject(monkeypatch, stage, fail_at, nets):
     if stage == "factors":
         fail_on(monkeypatch, FactorCache, "get", fail_at, message="reading factors")
     elif stage == "delta":
-        n = {"c": 0}
+        n = Counter()
         for cls in {type(a) for net in nets for a in net.modules.values()}:
             for name in ("delta", "add_into"):  # merge adds in place; bypass takes the whole change
                 real = getattr(cls, name)
 
                 def compute(self, *a, _real=real, **k):
-                    n["c"] += 1
-                    if n["c"] == fail_at:
+                    if n.next() == fail_at:
                         raise Boom("computing a delta")
                     return _real(self, *a, **k)
 
@@ -87,7 +100,7 @@ def inject(monkeypatch, stage, fail_at, nets):
         fail_on(monkeypatch, runtime_mod, "combine", fail_at, after=True, message="after writing a weight")
     elif stage == "write":
         real = runtime_mod.weight_view
-        Exploding.count["n"], Exploding.fail_at = 0, fail_at
+        Exploding.count, Exploding.fail_at = Counter(), fail_at
         monkeypatch.setattr(runtime_mod, "weight_view", lambda target: Exploding(real(target)))
     elif stage == "hook":
         fail_on(monkeypatch, runtime_mod.BypassHook, "set", fail_at, message="installing a hook")
@@ -134,3 +147,31 @@ def test_every_write_position(world, monkeypatch):
         monkeypatch.undo()
         assert same_as(parts, before) == [], k
     rt.restore()
+
+
+def test_an_interrupt_between_layers_rolls_back(world, monkeypatch):
+    """Layers are rebuilt side by side (threads.each); an interrupt arriving
+    between two of them still leaves the model as it was."""
+    from lycoris_ext.runtime import threads
+
+    parts, tree, nets = world
+    rt = Runtime(tree)
+    rt.set([Use(nets[0], 1, 1)])
+    before, state = snapshot(parts), _state(rt)
+    real = threads.each
+
+    def each(jobs, workers=None):
+        if len(jobs) < 2:
+            return real(jobs, workers)
+        real(jobs[: len(jobs) // 2], workers)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads, "each", each)
+    with pytest.raises(NetworkApplyError) as info:
+        rt.set([Use(nets[1], 1, 1), Use(nets[0], 0.5, 0.5)])
+    assert isinstance(info.value.__cause__, KeyboardInterrupt)
+    monkeypatch.undo()
+    assert same_as(parts, before) == []
+    assert _state(rt) == state
+    rt.restore()
+    assert rt.kept_bytes == 0

@@ -2,6 +2,7 @@
 
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -108,3 +109,88 @@ def test_same_bits_in_one_thread_or_many(two_threads):
     with threads.serial():
         alone = torch.mul(src, torch.tensor([0.7071]))
     assert torch.equal(pooled, alone)
+
+
+# ---------------------------------------------------------------- each()
+def test_each_runs_jobs_side_by_side_each_in_its_thread_alone(two_threads):
+    meet = threading.Barrier(2, timeout=10)  # passes only if two jobs run at once
+    seen = []
+
+    def job(i):
+        def run():
+            if i < 2:
+                meet.wait()
+            seen.append((i, threading.get_ident(), torch.get_num_threads()))
+        return run
+
+    outcomes = threads.each([job(i) for i in range(6)])
+    assert outcomes == [None] * 6
+    assert sorted(i for i, _, _ in seen) == list(range(6))
+    assert len({t for _, t, _ in seen}) == 2
+    assert {n for _, _, n in seen} == {1}
+    assert torch.get_num_threads() == 2
+
+
+def test_each_carries_the_callers_grad_and_inference_modes(two_threads):
+    seen = []
+
+    def job():
+        seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+
+    with torch.inference_mode():
+        threads.each([job] * 4)
+    with torch.no_grad():
+        threads.each([job] * 4)
+    threads.each([job] * 4)
+    assert seen == [(True, False)] * 4 + [(False, False)] * 4 + [(False, True)] * 4
+
+
+def test_each_starts_nothing_after_a_failure(two_threads):
+    second = threading.Event()
+
+    def boom():
+        second.wait(10)  # both threads hold a job
+        raise ValueError("job 0")
+
+    def slow():
+        second.set()
+        time.sleep(0.2)  # job 0's failure is recorded meanwhile
+
+    outcomes = threads.each([boom, slow] + [lambda: None] * 6)
+    assert isinstance(outcomes[0], ValueError) and outcomes[1] is None
+    assert all(o is threads.SKIPPED for o in outcomes[2:])
+
+
+def test_each_one_worker_runs_here_in_order():
+    order = []
+    outcomes = threads.each([lambda i=i: order.append((i, threading.get_ident())) for i in range(3)], workers=1)
+    assert outcomes == [None] * 3
+    assert order == [(i, threading.get_ident()) for i in range(3)]
+    boom = threads.each([lambda: 1 / 0, lambda: order.append("after")], workers=1)
+    assert isinstance(boom[0], ZeroDivisionError) and boom[1] is threads.SKIPPED and order[-1] != "after"
+
+
+def test_layers_rebuilt_side_by_side_equal_one_by_one(two_threads, tmp_path, monkeypatch):
+    """The same wanted set gives the same bits whether the runtime's layers are
+    rebuilt in two threads, each alone, or one after the other on torch's
+    team (as where the OpenMP runtime is not found)."""
+    from lycoris_ext.runtime import Runtime, Use
+    from support.models import same_as, small_model, snapshot, write_sample
+
+    results = []
+    for n in ("side by side", "on the team"):
+        if n == "on the team":
+            monkeypatch.setattr(threads, "openmp", lambda: None)
+        parts, tree = small_model("sd15", shrink=8)
+        nets = [write_sample(tmp_path / f"{a}{len(results)}.safetensors", tree, a, rank=8, seed=i)
+                for i, a in enumerate(["lora", "loha", "lokr", "lora"])]
+        before = snapshot(parts)
+        rt = Runtime(tree)
+        rt.set([Use(nets[0], 1, 1), Use(nets[1], 0.5, 0.8)])
+        rt.set([Use(nets[0], 0.7, 1), Use(nets[2], 1, 1), Use(nets[3], 1, 0.6)])
+        results.append(snapshot(parts))
+        rt.restore()
+        assert same_as(parts, before) == []
+    side, one = results
+    assert side.keys() == one.keys()
+    assert [k for k in side if not torch.equal(side[k].view(-1).view(torch.uint8), one[k].view(-1).view(torch.uint8))] == []
