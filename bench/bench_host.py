@@ -415,13 +415,15 @@ def stop_server(proc) -> None:
 # ------------------------------------------------------------------ report
 def _table(phases, floor, key, scenarios, encode=None) -> list[str]:
     """``encode``: seconds the WebUI's re-encoding of the prompts takes when the
-    set changes (measured), for a second ratio against floor + encode."""
+    set changes (measured, paid by any method): two more ratios, the change
+    without it over the floor (``shared/PERFORMANCE.md``'s measure), and the
+    change over floor + encode."""
     names = [p["label"] for p in phases]
     head = f"{'scenario':52}" + "".join(f"{n[:14]:>15}" for n in names) + (f"{'floor':>10}" if floor else "")
     if floor and len(phases) == 2:
         head += f"{names[1][:10] + '/floor':>18}{names[0][:8] + '/' + names[1][:8]:>20}"
         if encode is not None:
-            head += f"{names[1][:10] + '/(floor+enc)':>26}"
+            head += f"{'(' + names[1][:10] + '-enc)/floor':>26}{names[1][:10] + '/(floor+enc)':>26}"
     lines = [head, "-" * len(head)]
     for s in scenarios:
         row = f"{s:52}" + "".join(f"{p['table'][s].get(key, float('nan')):15.3f}" for p in phases)
@@ -431,8 +433,10 @@ def _table(phases, floor, key, scenarios, encode=None) -> list[str]:
                 ours, theirs = phases[1]["table"][s].get(key, float("nan")), phases[0]["table"][s].get(key, float("nan"))
                 row += f"{ours / floor[s]:17.2f}x" if floor[s] > 0 else f"{'-':>18}"
                 row += f"{theirs / ours:19.2f}x" if ours > 0.005 else f"{'-':>20}"
-                if encode is not None:
-                    row += f"{ours / (floor[s] + encode):25.2f}x" if floor[s] > 0 else f"{'-':>26}"
+                if encode is not None and floor[s] > 0:
+                    row += f"{(ours - encode) / floor[s]:25.2f}x{ours / (floor[s] + encode):25.2f}x"
+                elif encode is not None:
+                    row += f"{'-':>26}{'-':>26}"
         lines.append(row)
     return lines
 
