@@ -72,7 +72,11 @@ class LoRA(Adapter):
         None where :meth:`lowrank` computes more (Tucker, DoRA)."""
         if self.magnitude is not None or self.mid is not None:
             return None
-        return F.flat(self._entries["lora_up.weight"][1]), F.flat(self._entries["lora_down.weight"][1]), self.scale
+        src = self.__dict__.get("_source")
+        if src is None:  # views of the file's tensors, kept: asked for at every rebuild
+            src = self._source = (F.flat(self._entries["lora_up.weight"][1]),
+                                  F.flat(self._entries["lora_down.weight"][1]), self.scale)
+        return src
 
     def drop_device_cache(self) -> None:
         super().drop_device_cache()
@@ -94,6 +98,7 @@ class LoRA(Adapter):
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new._device_cache = {}
+        new.__dict__.pop("_source", None)  # the truncated factors' own views
         entries = dict(self._entries)
         raw, up = entries["lora_up.weight"]
         entries["lora_up.weight"] = (raw, up[:, :rank])
