@@ -363,7 +363,8 @@ class Runtime:
             return run
 
         try:
-            threads.each([job(here)], workers=1)
+            if here:
+                threads.each([job(here)], workers=1)
             if not failures and groups:
                 threads.each([job(g) for g in groups], workers=None if sum(size.values()) >= SIDE_BY_SIDE_MIN else 1)
         except BaseException as e:  # between jobs (an interrupt): rolled back all the same
