@@ -32,7 +32,14 @@ the touched weights once (float32 read + write) and add the low-rank
 products of every active network into them, one ``addmm_`` per layer over
 the networks' concatenated factors (float32, ready), with shapes read from
 the files' headers. It needs torch in the client's Python (``--floor-python``
-runs it in another one, e.g. the WebUI's venv).
+runs it in another one, e.g. the WebUI's venv). It is measured twice:
+between the calls of each phase (a helper process runs a warm-up round and a
+timed one of a scenario's floor right after each measured change of it,
+while the server waits; the ratios use the last phase's median), and alone
+after the phases (a warm-up round, then the median of ``--floor-repeats``),
+shown beside it. On a shared machine whose speed drifts over minutes, the
+floor taken in the same minutes as the calls is the one to compare with
+(``--no-floor-between``: the floor alone only).
 
 Two ways to run it:
 
@@ -178,8 +185,10 @@ def wait_for(api, seconds, proc=None) -> list:
             time.sleep(2)
 
 
-def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234, prompt="a cat", idle=12.0):
-    """One phase: every scenario against the server at ``url``."""
+def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234, prompt="a cat", idle=12.0,
+            floor_probe=None):
+    """One phase: every scenario against the server at ``url`` (and, with
+    ``floor_probe``, each scenario's floor right after each of its changes)."""
     api = url.rstrip("/") + "/sdapi/v1"
     A, B, C, D = names
     calls = []
@@ -234,6 +243,7 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
     res: dict[str, list] = {}
 
     again: dict[str, list] = {}
+    between: dict[str, list] = {}  # the floor, measured between the calls
 
     def add(name, nets, words=prompt, negative=""):
         dt, digest = call(nets, name, words, negative)
@@ -244,6 +254,8 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         dt2, _ = call(nets, "again", words, negative)
         if dt2 is not None:
             again.setdefault(name, []).append(dt2)
+        if floor_probe is not None and FLOOR_SETS.get(name) is not None:
+            between.setdefault(name, []).append(floor_probe(name))
 
     for _ in range(repeats):
         add(T0, none)
@@ -293,8 +305,12 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
                        "minus_again": statistics.median(ts) - statistics.median(base), "again": base,
                        "min": min(ts), "max": max(ts), "all": ts}
     checks["every call answered"] = all(c.get("seconds") is not None for c in calls)
-    return {"label": label, "url": url, "token": token, "networks": list(names), "repeats": repeats, "T0": t0,
-            "table": table, "cold": cold, "memory": memory, "checks": checks, "calls": calls}
+    out = {"label": label, "url": url, "token": token, "networks": list(names), "repeats": repeats, "T0": t0,
+           "table": table, "cold": cold, "memory": memory, "checks": checks, "calls": calls}
+    if between:
+        out["floor_between"] = {name: statistics.median(v) for name, v in between.items()}
+        out["floor_between_samples"] = between
+    return out
 
 
 # ------------------------------------------------------------------ floor
@@ -313,52 +329,115 @@ def header_shapes(path) -> dict:
     return {k: (v["lora_up.weight"], v["lora_down.weight"]) for k, v in out.items() if len(v) == 2}
 
 
+class Floor:
+    """The floor of each scenario on this machine (needs torch): the touched
+    weights (shapes from the files' headers, float32, random) and, per
+    active set, the networks' concatenated float32 factors, ready. ``once``
+    times one round of a scenario: every touched weight copied from its
+    original, then ``addmm_`` of the active factors into it."""
+
+    def __init__(self, files: dict, threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.shapes = {name: header_shapes(path) for name, path in files.items()}
+        self.layers = sorted(set().union(*[set(s) for s in self.shapes.values()]))
+        self.gen = torch.Generator().manual_seed(0)
+        self.weight_shape = {}
+        for mod in self.layers:
+            up, down = next(self.shapes[n][mod] for n in self.shapes if mod in self.shapes[n])
+            self.weight_shape[mod] = (up[0], int(torch.tensor(down[1:]).prod()))
+        self.live = {m: torch.randn(s, generator=self.gen) * 0.02 for m, s in self.weight_shape.items()}
+        self.orig = {m: w.clone() for m, w in self.live.items()}
+        self.touched = sum(w.numel() * 4 for w in self.orig.values())
+        self._factors: dict[tuple, dict] = {}
+
+    def factors(self, active) -> dict:
+        key = tuple(n for n in active if n in self.shapes)
+        if key not in self._factors:
+            torch, g, out = self.torch, self.gen, {}
+            for m in self.layers:
+                ups, downs = [], []
+                for n in key:
+                    if m in self.shapes[n]:
+                        up, down = self.shapes[n][m]
+                        ups.append(torch.randn(up[0], up[1], generator=g) * 0.01)
+                        downs.append(torch.randn(down[0], self.weight_shape[m][1], generator=g) * 0.01)
+                if ups:
+                    out[m] = (torch.cat(ups, 1), torch.cat(downs, 0))
+            self._factors[key] = out
+        return self._factors[key]
+
+    def once(self, scenario: str) -> float:
+        f = self.factors(FLOOR_SETS[scenario])
+        t = time.perf_counter()
+        for m, w in self.live.items():
+            w.copy_(self.orig[m])
+            if m in f:
+                w.addmm_(*f[m])
+        return time.perf_counter() - t
+
+
 def floor_times(files: dict, repeats: int = 5, threads: int | None = None) -> dict:
-    """Seconds of the floor of each scenario on this machine (needs torch)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    shapes = {name: header_shapes(path) for name, path in files.items()}
-    layers = sorted(set().union(*[set(s) for s in shapes.values()]))
-    g = torch.Generator().manual_seed(0)
-    weight_shape = {}
-    for mod in layers:
-        up, down = next(shapes[n][mod] for n in shapes if mod in shapes[n])
-        weight_shape[mod] = (up[0], int(torch.tensor(down[1:]).prod()))
-    live = {m: torch.randn(s, generator=g) * 0.02 for m, s in weight_shape.items()}
-    orig = {m: w.clone() for m, w in live.items()}
-    touched = sum(w.numel() * 4 for w in orig.values())
-
-    def factors(active):
-        out = {}
-        for m in layers:
-            ups, downs = [], []
-            for n in active:
-                if m in shapes[n]:
-                    up, down = shapes[n][m]
-                    ups.append(torch.randn(up[0], up[1], generator=g) * 0.01)
-                    downs.append(torch.randn(down[0], weight_shape[m][1], generator=g) * 0.01)
-            if ups:
-                out[m] = (torch.cat(ups, 1), torch.cat(downs, 0))
-        return out
-
-    result = {"touched_bytes": touched, "layers": len(layers)}
+    """Seconds of the floor of each scenario on this machine, measured alone
+    (one warm-up round, then the median of ``repeats``)."""
+    fl = Floor(files, threads)
+    result = {"touched_bytes": fl.touched, "layers": len(fl.layers)}
     for scenario, active in FLOOR_SETS.items():
         if active is None:
             result[scenario] = 0.0
             continue
-        f = factors([n for n in active if n in shapes])
-        samples = []
-        for _ in range(repeats + 1):
-            t = time.perf_counter()
-            for m, w in live.items():
-                w.copy_(orig[m])
-                if m in f:
-                    w.addmm_(*f[m])
-            samples.append(time.perf_counter() - t)
-        result[scenario] = statistics.median(samples[1:])
+        result[scenario] = statistics.median([fl.once(scenario) for _ in range(repeats + 1)][1:])
     return result
+
+
+def floor_serve(files: dict) -> None:
+    """The floor as a helper process: a JSON line with the touched bytes once
+    every scenario ran a warm-up round, then, per scenario name read from
+    stdin, a warm-up round and a timed one, whose seconds are written back.
+
+    The warm-up matters: after the server's call this process's weights are
+    out of the caches and its threads asleep, and a round then took up to
+    twice the time of the next one (0.62 against 0.31 s here); the floor is
+    what the work costs warm, as measured alone."""
+    fl = Floor(files)
+    for scenario, active in FLOOR_SETS.items():
+        if active is not None:
+            fl.once(scenario)
+    print(json.dumps({"touched_bytes": fl.touched, "layers": len(fl.layers)}), flush=True)
+    for line in sys.stdin:
+        fl.once(line.strip())
+        print(json.dumps(fl.once(line.strip())), flush=True)
+
+
+class FloorProbe:
+    """The floor measured between a phase's calls: a helper process
+    (:func:`floor_serve`, in ``python``) asked for a scenario's floor (a
+    warm-up round, then a timed one) right after each measured change, while
+    the server waits for the next call. The machine's speed drifts over
+    minutes on a shared host, so a floor measured alone before or after the
+    phase can be 10-20% off the speed the server had; this one is taken in
+    the same minutes."""
+
+    def __init__(self, python: str, lora_dir: str, networks):
+        cmd = [python, os.path.abspath(__file__), "--floor-serve", "--lora-dir", lora_dir, "--networks", *networks]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the floor helper ended before it was ready: {' '.join(cmd)}")
+        self.info = json.loads(line)
+
+    def __call__(self, scenario: str) -> float:
+        self.proc.stdin.write(scenario + "\n")
+        self.proc.stdin.flush()
+        return float(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(60)
 
 
 # ------------------------------------------------------------------ server
@@ -414,43 +493,82 @@ def stop_server(proc) -> None:
 
 # ------------------------------------------------------------------ report
 def _table(phases, floor, key, scenarios, encode=None) -> list[str]:
-    """``encode``: seconds the WebUI's re-encoding of the prompts takes when the
-    set changes (measured, paid by any method): two more ratios, the change
-    without it over the floor (``shared/PERFORMANCE.md``'s measure), and the
-    change over floor + encode."""
+    """The last phase over the floor (and the first phase over the last when
+    there are two). ``encode``: seconds the WebUI's re-encoding of the
+    prompts takes when the set changes (measured, paid by any method): two
+    more ratios, the change without it over the floor
+    (``shared/PERFORMANCE.md``'s measure), and the change over floor + encode."""
     names = [p["label"] for p in phases]
+    last = names[-1][:10]
     head = f"{'scenario':52}" + "".join(f"{n[:14]:>15}" for n in names) + (f"{'floor':>10}" if floor else "")
-    if floor and len(phases) == 2:
-        head += f"{names[1][:10] + '/floor':>18}{names[0][:8] + '/' + names[1][:8]:>20}"
+    if floor:
+        head += f"{last + '/floor':>18}" + (f"{names[0][:8] + '/' + names[1][:8]:>20}" if len(phases) == 2 else "")
         if encode is not None:
-            head += f"{'(' + names[1][:10] + '-enc)/floor':>26}{names[1][:10] + '/(floor+enc)':>26}"
+            head += f"{'(' + last + '-enc)/floor':>26}{last + '/(floor+enc)':>26}"
     lines = [head, "-" * len(head)]
     for s in scenarios:
         row = f"{s:52}" + "".join(f"{p['table'][s].get(key, float('nan')):15.3f}" for p in phases)
         if floor:
             row += f"{floor[s]:10.3f}"
+            ours = phases[-1]["table"][s].get(key, float("nan"))
+            row += f"{ours / floor[s]:17.2f}x" if floor[s] > 0 else f"{'-':>18}"
             if len(phases) == 2:
-                ours, theirs = phases[1]["table"][s].get(key, float("nan")), phases[0]["table"][s].get(key, float("nan"))
-                row += f"{ours / floor[s]:17.2f}x" if floor[s] > 0 else f"{'-':>18}"
+                theirs = phases[0]["table"][s].get(key, float("nan"))
                 row += f"{theirs / ours:19.2f}x" if ours > 0.005 else f"{'-':>20}"
-                if encode is not None and floor[s] > 0:
-                    row += f"{(ours - encode) / floor[s]:25.2f}x{ours / (floor[s] + encode):25.2f}x"
-                elif encode is not None:
-                    row += f"{'-':>26}{'-':>26}"
+            if encode is not None and floor[s] > 0:
+                row += f"{(ours - encode) / floor[s]:25.2f}x{ours / (floor[s] + encode):25.2f}x"
+            elif encode is not None:
+                row += f"{'-':>26}{'-':>26}"
         lines.append(row)
     return lines
+
+
+def _floors(phases, alone, scenarios, encode) -> list[str]:
+    """Where the floor was measured: between each phase's calls (the one the
+    ratios above use, of the last phase) and alone after the phases."""
+    names = [p["label"] for p in phases]
+    n = max((len(v) for v in phases[-1].get("floor_between_samples", {}).values()), default=0)
+    lines = [f"floor: measured between each phase's calls (a warm-up round and a timed one right after each change, median of {n}; "
+             "the ratios above use the last phase's)" + (", and alone after the phases" if alone else "")]
+    head = f"{'scenario':52}" + "".join(f"{'floor ' + n_[:8]:>15}" for n_ in names)
+    if alone:
+        head += f"{'floor alone':>13}" + (f"{'(' + names[-1][:10] + '-enc)/alone':>26}" if encode else "")
+    lines += [head, "-" * len(head)]
+    for s in scenarios:
+        row = f"{s:52}" + "".join(f"{p.get('floor_between', {}).get(s, float('nan')):15.3f}" for p in phases)
+        if alone:
+            row += f"{alone[s]:13.3f}"
+            if encode and alone[s] > 0:
+                row += f"{(phases[-1]['table'][s]['minus_again'] - encode) / alone[s]:25.2f}x"
+        lines.append(row)
+    return lines
+
+
+def phase_floor(phase: dict, floor: dict | None) -> dict | None:
+    """The floor to compare ``phase`` with: the one measured between its calls
+    where it has one (scenarios that change nothing: 0), else ``floor``."""
+    between = phase.get("floor_between")
+    if not between:
+        return floor
+    out = dict(floor or {})
+    out.update({s: 0.0 for s, active in FLOOR_SETS.items() if active is None})
+    out.update(between)
+    return out
 
 
 def report(phases: list[dict], floor: dict | None) -> str:
     lines = []
     changes = [s for s in SCENARIOS if s != SCENARIOS[1]]
+    alone, floor = floor, phase_floor(phases[-1], floor)
     if all("minus_again" in p["table"][SCENARIOS[0]] for p in phases):
         enc = [p["table"].get(ENCODE, {}).get("minus_again") for p in phases]
         both = [p["table"].get(ENCODE_BOTH, {}).get("minus_again") for p in phases]
         # runs before ENCODE_BOTH was measured: the prompt's encoding alone
         paid = both if all(e is not None for e in both) else enc
         lines.append("the change itself: seconds per call minus the next call with the same set (medians)")
-        lines += _table(phases, floor, "minus_again", changes, encode=paid[-1] if len(phases) == 2 and paid[-1] else None)
+        lines += _table(phases, floor, "minus_again", changes, encode=paid[-1] or None)
+        if floor is not alone:
+            lines += _floors(phases, alone, changes, paid[-1])
         if all(e is not None for e in both):
             lines.append("enc: a new prompt and negative prompt with no network (the WebUI encodes both again whenever "
                          "the set changes, whichever method applies it): "
@@ -467,7 +585,8 @@ def report(phases: list[dict], floor: dict | None) -> str:
         cold = ", ".join(f"{k} {v:.2f} s" for k, v in p["cold"].items())
         lines.append(f"{p['label']}: cold {cold}")
     lines.append("")
-    touched = floor["touched_bytes"] if floor else None
+    touched = (alone or floor or {}).get("touched_bytes") or next(
+        (p["floor_touched_bytes"] for p in phases if p.get("floor_touched_bytes")), None)
     lines.append("server memory, VmRSS (growth over 'before any network'" + (f"; touched originals {touched / 2**30:.2f} GiB" if touched else "") + "):")
     for p in phases:
         mem = p["memory"]
@@ -528,7 +647,10 @@ def main(argv=None) -> int:
                          "'system' the C library's malloc; or a library path to preload")
     ap.add_argument("--json", default=None)
     ap.add_argument("--compare", nargs="+", default=None, help="print the report of saved phases (JSON files)")
+    ap.add_argument("--no-floor-between", action="store_true",
+                    help="measure the floor alone after the phases only, not between the calls")
     ap.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
 
     lora_dir = a.lora_dir or (os.path.join(a.webui, "models", "Lora") if a.webui else None)
@@ -537,6 +659,9 @@ def main(argv=None) -> int:
 
     if a.floor_only:
         print(json.dumps(floor_times(files, a.floor_repeats)))
+        return 0
+    if a.floor_serve:
+        floor_serve(files)
         return 0
     if a.compare:
         saved = [json.load(open(p)) for p in a.compare]
@@ -557,6 +682,18 @@ def main(argv=None) -> int:
 
     started = time.time()
     phases, loads = [], {"start": load_avg()}
+    probe = None
+    if files and not a.no_floor and not a.no_floor_between:
+        probe = FloorProbe(a.floor_python or sys.executable, lora_dir, a.networks)
+        print(f"floor helper ready after {time.time() - started:.0f} s", flush=True)
+
+    def run_phase(url, pid, label):
+        phase = measure(url, pid, a.networks, a.token, a.repeats, label, idle=a.idle, floor_probe=probe)
+        if probe is not None:
+            phase["floor_touched_bytes"] = probe.info["touched_bytes"]
+        phases.append(phase)
+        loads[label] = load_avg()
+
     env_extra, allocator = allocator_env(a.allocator) if a.webui else ({}, None)
     if a.webui:
         print(f"allocator: {allocator}", flush=True)
@@ -571,9 +708,8 @@ def main(argv=None) -> int:
                     url = f"http://127.0.0.1:{a.port}"
                     wait_for(url + "/sdapi/v1", a.start_timeout, proc)
                     print(f"{phase}: server pid {proc.pid} up after {time.time() - started:.0f} s; load {load_avg()}", flush=True)
-                    phases.append(measure(url, proc.pid, a.networks, a.token, a.repeats, phase, idle=a.idle))
+                    run_phase(url, proc.pid, phase)
                     phases[-1]["allocator"] = allocator
-                    loads[phase] = load_avg()
                     if a.json:  # each phase is kept as soon as it is measured
                         with open(a.json, "w") as f:
                             json.dump({"phases": phases, "floor": None, "load": loads}, f, indent=1)
@@ -582,8 +718,9 @@ def main(argv=None) -> int:
     else:
         url = a.url or f"http://127.0.0.1:{a.port}"
         wait_for(url.rstrip("/") + "/sdapi/v1", a.start_timeout)
-        phases.append(measure(url, a.pid, a.networks, a.token, a.repeats, a.label, idle=a.idle))
-        loads[a.label] = load_avg()
+        run_phase(url, a.pid, a.label)
+    if probe is not None:
+        probe.close()  # its memory back before the floor alone
     fl = floor()
     loads["end"] = load_avg()
     text = report(phases, fl)
