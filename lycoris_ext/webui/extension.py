@@ -20,6 +20,7 @@ from ..resolve.family import compatible
 from ..resolve.lbw import PRESETS_FILE, read_presets
 from ..runtime import MODES, NetworkCache, Runtime, Use
 from ..runtime.cache import file_stamp
+from ..runtime.memory import IDLE_DELAY
 from ..summary import top_tags
 from ..tokens import TOKEN_KINDS
 from . import batch, host
@@ -143,7 +144,8 @@ class LycorisExtension:
             return None
         rt = self._runtimes.get(sd_model)
         if rt is None and create:
-            rt = Runtime(host.model_tree(sd_model), mode=self.mode(), originals_device=self.originals_device())
+            rt = Runtime(host.model_tree(sd_model), mode=self.mode(), originals_device=self.originals_device(),
+                         trim_delay=self.trim_delay())
             self._runtimes[sd_model] = rt
         return rt
 
@@ -176,6 +178,20 @@ class LycorisExtension:
     @staticmethod
     def originals_device():
         return "cpu" if host.opt("lycoris_originals_on_cpu", False) else None
+
+    @staticmethod
+    def trim_delay() -> float | None:
+        """Seconds without a change before freed memory goes back (Settings; None: never)."""
+        try:
+            seconds = float(host.opt("lycoris_trim_seconds", IDLE_DELAY))
+        except (TypeError, ValueError):
+            seconds = IDLE_DELAY
+        return None if seconds < 0 else seconds
+
+    def apply_trim_delay(self) -> None:
+        """The setting changed: every runtime follows it from its next change."""
+        for rt in self._runtimes.values():
+            rt.trimmer.delay = self.trim_delay()
 
     def on_model_loaded(self, sd_model) -> None:
         """New weights were loaded into ``sd_model``: forget its state, touch nothing."""

@@ -20,6 +20,11 @@ def options() -> dict:
         "lycoris_cache_count": OptionInfo(16, "Networks kept loaded in memory (count)", gr.Number, {"precision": 0}),
         "lycoris_cache_mb": OptionInfo(4096, "Networks kept loaded in memory (megabytes)", gr.Number, {"precision": 0}),
         "lycoris_originals_on_cpu": OptionInfo(False, "Keep the original weights of changed layers in RAM instead of VRAM (slower switching, less VRAM)"),
+        "lycoris_trim_seconds": OptionInfo(10, "Seconds without a change of networks before memory freed by going back to "
+                                              "original weights is given back to the system (0: at once; -1: never)",
+                                           gr.Number, {"precision": 0})
+        .info("kept meanwhile for the next networks' originals: a network applied later takes its memory afresh, "
+              "which costs a CPU about as much as the switch itself"),
         "lycoris_show_all": OptionInfo(False, "Show networks of all base models on the Lora tab"),
         "lycoris_preferred_name": OptionInfo("Alias from file", "When adding to prompt, refer to a network by", gr.Radio,
                                              {"choices": ["Alias from file", "Filename"]}),
@@ -42,3 +47,4 @@ def on_ui_settings(ext) -> None:
 
         shared.opts.onchange("lycoris_cache_count", resize, call=False)
         shared.opts.onchange("lycoris_cache_mb", resize, call=False)
+        shared.opts.onchange("lycoris_trim_seconds", ext.apply_trim_delay, call=False)

@@ -48,6 +48,31 @@ def test_settings_section(webui):
     assert shared.opts.lycoris_mode == "merge"
 
 
+def test_the_trim_delay_follows_its_setting(webui, monkeypatch):
+    """Freed memory goes back after the setting's seconds without a change
+    (0: at once, -1: never), from the runtime's next change on."""
+    from modules import shared
+
+    from lycoris_ext.runtime import memory
+
+    monkeypatch.setattr(memory, "THRESHOLD", 1)  # the tiny model frees a few MB
+    webui.write("style", seed=1)
+    w = webui.start()
+    run(w, "a <lora:style:1>")
+    rt = w.ext.runtime()
+    assert shared.opts.lycoris_trim_seconds == 10 and rt.trimmer.delay == 10.0
+    assert shared.opts.set("lycoris_trim_seconds", -1) is True
+    assert rt.trimmer.delay is None  # never: kept for the next networks
+    run(w, "a")
+    assert rt.pool.nbytes > 0 and rt.trimmer.pending > 0  # nothing given back
+    assert shared.opts.set("lycoris_trim_seconds", 0) is True
+    run(w, "a <lora:style:1>")
+    run(w, "a")  # at once
+    assert rt.pool.nbytes == 0 and rt.trimmer.pending == 0
+    shared.opts.set("lycoris_trim_seconds", "not a number")
+    assert w.ext.trim_delay() == 10.0
+
+
 def test_token_applied_exactly_once_with_builtin_enabled(webui):
     webui.write("style", seed=1)
     w = webui.start(builtin=True)
