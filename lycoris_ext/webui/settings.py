@@ -24,7 +24,7 @@ def options() -> dict:
                                               "original weights is given back to the system (0: at once; -1: never)",
                                            gr.Number, {"precision": 0})
         .info("kept meanwhile for the next networks' originals: a network applied later takes its memory afresh, "
-              "which costs a CPU about as much as the switch itself"),
+              "which on a CPU can cost several times the switch itself"),
         "lycoris_show_all": OptionInfo(False, "Show networks of all base models on the Lora tab"),
         "lycoris_preferred_name": OptionInfo("Alias from file", "When adding to prompt, refer to a network by", gr.Radio,
                                              {"choices": ["Alias from file", "Filename"]}),
