@@ -424,6 +424,11 @@ def floor_serve(files: dict) -> None:
         print(json.dumps(fl.once(line.strip())), flush=True)
 
 
+def floor_command(python: str, mode: str, lora_dir: str, networks, *extra) -> list[str]:
+    """This script in ``python`` as the floor's helper (``mode``: --floor-only, --floor-serve)."""
+    return [python, os.path.abspath(__file__), mode, "--lora-dir", lora_dir, "--networks", *networks, *extra]
+
+
 class FloorProbe:
     """The floor measured between a phase's calls: a helper process
     (:func:`floor_serve`, in ``python``) asked for a scenario's floor (a
@@ -434,7 +439,7 @@ class FloorProbe:
     the same minutes."""
 
     def __init__(self, python: str, lora_dir: str, networks):
-        cmd = [python, os.path.abspath(__file__), "--floor-serve", "--lora-dir", lora_dir, "--networks", *networks]
+        cmd = floor_command(python, "--floor-serve", lora_dir, networks)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.proc.stdout.readline()
         if not line:
@@ -686,8 +691,8 @@ def main(argv=None) -> int:
         if a.no_floor or not files:
             return None
         if a.floor_python:
-            out = subprocess.run([a.floor_python, os.path.abspath(__file__), "--floor-only", "--lora-dir", lora_dir,
-                                  "--networks", *a.networks, "--floor-repeats", str(a.floor_repeats)],
+            out = subprocess.run(floor_command(a.floor_python, "--floor-only", lora_dir, a.networks,
+                                               "--floor-repeats", str(a.floor_repeats)),
                                  check=True, capture_output=True, text=True).stdout
             return json.loads(out.strip().splitlines()[-1])
         return floor_times(files, a.floor_repeats)
