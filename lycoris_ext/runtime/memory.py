@@ -8,9 +8,16 @@ the next originals, so switching networks neither allocates nor faults in
 pages, and the host's temporaries never land in them.
 
 Once the runtime has been idle for a while, a :class:`Trimmer` empties the
-pool and gives free memory back through the allocator that runs: when
-tcmalloc is the process's allocator (the WebUIs' webui.sh preloads it on
-Linux when it is installed) its own ``MallocExtension_ReleaseFreeMemory``,
+pool. A buffer leaving the pool gives its own pages back first
+(:func:`give_back`: ``madvise(MADV_DONTNEED)`` on Linux), then goes to the
+allocator: exactly the memory the runtime freed goes back, and the host's
+allocator keeps the free pages of its own temporaries, which its next UNet
+call would otherwise fault in again (tcmalloc's
+``MallocExtension_ReleaseFreeMemory`` gives back every free page it holds).
+Only what the runtime freed another way (a buffer the pool cannot take,
+originals kept on another device than the weights) goes back through the
+allocator that runs: tcmalloc's release when tcmalloc is the process's
+allocator (the WebUIs' webui.sh preloads it on Linux when it is installed),
 else glibc's ``malloc_trim``, which returns free heap pages (a block under
 glibc's mmap threshold, which rises to 32 MiB after the first large block is
 freed, goes back to the heap, and the heap only shrinks from its top).
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import sys
 import threading
 
@@ -44,6 +52,11 @@ IDLE_DELAY = 10.0
 
 _trim = None
 _loaded = False
+_advise = None
+_advise_loaded = False
+#: ``madvise``'s advice to drop a private mapping's pages (Linux): the next
+#: touch of the range reads zeros from a fresh page.
+MADV_DONTNEED = 4
 
 
 def _find_release(process, libc):
@@ -95,6 +108,48 @@ def release(freed: int) -> bool:
     return True
 
 
+def _madvise():
+    global _advise, _advise_loaded
+    if not _advise_loaded:
+        _advise_loaded = True
+        if sys.platform.startswith("linux"):
+            libc = _open(ctypes.util.find_library("c") or "libc.so.6")
+            fn = getattr(libc, "madvise", None) if libc is not None else None
+            if fn is not None:
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                _advise = fn
+    return _advise
+
+
+def give_back(t: torch.Tensor) -> int:
+    """Give the system the whole pages of ``t``'s memory now, before ``t`` is
+    freed; the bytes given back (0 where that is not possible: not on Linux,
+    not a CPU tensor, locked pages).
+
+    For a buffer nothing else uses and nobody reads again: its pages read as
+    zeros afterwards. The pages at either end that it may share with other
+    allocations are left alone, and the allocator it came from keeps its
+    accounting (a later block there faults fresh pages in as it is written),
+    so this frees just this buffer's memory, whichever allocator runs."""
+    if t.device.type != "cpu":
+        return 0
+    advise = _madvise()
+    if advise is None:
+        return 0
+    try:
+        storage = t.untyped_storage()
+        lo, n = storage.data_ptr(), storage.nbytes()
+    except Exception:  # a tensor subclass without plain storage
+        return 0
+    page = mmap.PAGESIZE
+    start = -(-lo // page) * page
+    end = (lo + n) // page * page
+    if end <= start or advise(start, end - start, MADV_DONTNEED) != 0:
+        return 0
+    return end - start
+
+
 def mapped(like: torch.Tensor) -> torch.Tensor | None:
     """A new contiguous tensor shaped as ``like``, of its dtype and kind
     (inference tensor or not), in an anonymous mapping of its own
@@ -135,7 +190,10 @@ class Pool:
     :data:`KEEP_CHANGES` changes after the one that freed it took is freed
     (a layout nobody asked for again), and
     :meth:`clear` empties the pool (the runtime's :class:`Trimmer` does once
-    the runtime is idle). Thread-safe: the trimmer runs in its own thread.
+    the runtime is idle). A buffer leaving the pool gives its pages back
+    first (:func:`give_back`); :attr:`loose` counts the bytes that went to
+    the allocator without (not on Linux), for the allocator's own release.
+    Thread-safe: the trimmer runs in its own thread.
     """
 
     #: Changes after the one that freed a buffer that may still take it.
@@ -146,6 +204,15 @@ class Pool:
         self._lock = threading.Lock()
         self._changes = 0
         self.nbytes = 0
+        self.loose = 0
+
+    def _let_go(self, t: torch.Tensor) -> int:
+        """Free ``t`` (the caller drops the last reference), its pages given
+        back first; its bytes. Under the lock."""
+        n = nbytes(t)
+        if not give_back(t):
+            self.loose += n
+        return n
 
     @staticmethod
     def fits(t: torch.Tensor) -> bool:
@@ -184,17 +251,25 @@ class Pool:
             oldest = self._changes - self.KEEP_CHANGES
             for key in list(self._free):
                 kept = [(n, t) for n, t in self._free[key] if n >= oldest]
-                self.nbytes -= sum(nbytes(t) for n, t in self._free[key] if n < oldest)
+                self.nbytes -= sum(self._let_go(t) for n, t in self._free[key] if n < oldest)
                 if kept:
                     self._free[key] = kept
                 else:
                     del self._free[key]
 
     def clear(self) -> int:
-        """Free every kept buffer; the bytes freed."""
+        """Free every kept buffer, its pages given back; the bytes freed."""
         with self._lock:
-            n, self.nbytes = self.nbytes, 0
+            n = sum(self._let_go(t) for stack in self._free.values() for _, t in stack)
+            self.nbytes = 0
             self._free.clear()
+        return n
+
+    def take_loose(self) -> int:
+        """The bytes freed to the allocator without giving their pages back,
+        since the last call."""
+        with self._lock:
+            n, self.loose = self.loose, 0
         return n
 
     def __len__(self) -> int:
@@ -203,12 +278,16 @@ class Pool:
 
 
 class Trimmer:
-    """Counts bytes the runtime freed and trims once it has been idle.
+    """Gives freed memory back once the runtime has been idle.
 
-    ``freed(n)`` after every change (``n`` may be 0: a change postpones a
-    pending trim); when at least :data:`THRESHOLD` bytes are waiting, a timer
-    trims ``delay`` seconds after the last change. ``delay=0`` trims at once,
-    ``delay=None`` never. ``flush()`` trims now if anything waits.
+    ``freed(n)`` after every change, with the bytes the runtime freed to the
+    allocator itself (``n`` may be 0: a change postpones a pending trim);
+    when at least :data:`THRESHOLD` bytes wait there or in the ``pool``, a
+    timer trims ``delay`` seconds after the last change: the pool is emptied
+    (its buffers give their own pages back) and, when at least
+    :data:`THRESHOLD` bytes went to the allocator, ``release`` gives the
+    allocator's free pages back. ``delay=0`` trims at once, ``delay=None``
+    never. ``flush()`` trims now if anything waits.
     """
 
     def __init__(self, delay: float | None = IDLE_DELAY, release=release, pool: Pool | None = None):
@@ -223,7 +302,11 @@ class Trimmer:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Bytes freed to the allocator that wait for its release."""
+        return self._pending + (self.pool.loose if self.pool is not None else 0)
+
+    def _waiting(self) -> int:
+        return self.pending + (self.pool.nbytes if self.pool is not None else 0)
 
     def freed(self, nbytes: int) -> None:
         with self._lock:
@@ -231,7 +314,7 @@ class Trimmer:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if self.delay is None or self._pending < THRESHOLD:
+            if self.delay is None or self._waiting() < THRESHOLD:
                 return
             if self.delay <= 0:
                 self._trim_locked()
@@ -245,14 +328,17 @@ class Trimmer:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if self._pending >= THRESHOLD:
+            if self._waiting() >= THRESHOLD:
                 self._trim_locked()
 
     def _trim_locked(self) -> None:
-        freed, self._pending = self._pending, 0
+        given = 0
+        loose, self._pending = self._pending, 0
         if self.pool is not None:
-            self.pool.clear()
-        if self._release(freed):
+            given = self.pool.clear()
+            loose += self.pool.take_loose()
+        released = loose >= THRESHOLD and self._release(loose)
+        if released or given:
             self.trims += 1
 
     def cancel(self) -> None:

@@ -138,7 +138,7 @@ class Runtime:
         #: What the last successful ``set`` was asked, and the touched
         #: parameters as it left them: a request equal to it returns at once.
         self._done: tuple | None = None
-        self._freed = 0  # bytes of originals dropped since the last set
+        self._freed = 0  # bytes freed to the allocator since the last set
         self._freed_lock = threading.Lock()  # layers are rebuilt side by side
         #: buffers freed by going back to originals, reused for the next originals
         self.pool = memory.Pool()
@@ -484,11 +484,13 @@ class Runtime:
 
     def _drop(self, t: torch.Tensor) -> None:
         """A buffer freed by going back to an original: kept for the next
-        originals when it is a whole buffer and originals stay beside the weights."""
+        originals when it is a whole buffer and originals stay beside the
+        weights (the pool gives its pages back when it lets it go), else
+        freed to the allocator, counted for the allocator's release."""
+        if self.originals_device is None and self.pool.put(t):
+            return
         with self._freed_lock:
             self._freed += nbytes(t)
-        if self.originals_device is None:
-            self.pool.put(t)
 
     def _forget_unused(self) -> None:
         live = {id(c.adapter) for cs in self._applied.values() for c in cs}

@@ -63,18 +63,87 @@ def test_small_amounts_wait_and_zero_or_none_delay():
 def test_runtime_hands_freed_originals_to_its_trimmer(tmp_path, monkeypatch):
     parts, tree = small_model("sd15", shrink=8)
     net = write_sample(tmp_path / "a.safetensors", tree, "lora", rank=2)
-    calls = Calls()
+    calls, given = Calls(), []
     monkeypatch.setattr(memory, "THRESHOLD", 1)
+    monkeypatch.setattr(memory, "give_back", lambda t: given.append(t.nbytes) or t.nbytes)
     rt = Runtime(tree, trim_delay=0.2)
     rt.trimmer._release = calls
     rt.set([Use(net, 1.0)])
     kept = rt.kept_bytes
     assert kept > 0
     rt.set([])
-    assert calls.seen == [] and rt.trimmer.pending == kept  # not while switching
+    assert given == [] and rt.trimmer.pending == 0  # not while switching
     assert rt.pool.nbytes == kept  # the freed buffers wait for the next originals
-    assert _wait(lambda: calls.seen == [kept])
-    assert rt.pool.nbytes == 0 and len(rt.pool) == 0  # freed before the allocator gives pages back
+    assert _wait(lambda: rt.trimmer.trims == 1)
+    assert rt.pool.nbytes == 0 and len(rt.pool) == 0
+    # each buffer gave its own pages back; the allocator's own free pages (the
+    # host's temporaries) were left alone
+    assert sum(given) == kept and calls.seen == []
+
+
+def test_where_pages_cannot_be_given_back_the_allocator_releases_them(tmp_path, monkeypatch):
+    parts, tree = small_model("sd15", shrink=8)
+    net = write_sample(tmp_path / "a.safetensors", tree, "lora", rank=2)
+    calls = Calls()
+    monkeypatch.setattr(memory, "THRESHOLD", 1)
+    monkeypatch.setattr(memory, "give_back", lambda t: 0)  # not Linux
+    rt = Runtime(tree, trim_delay=0)
+    rt.trimmer._release = calls
+    rt.set([Use(net, 1.0)])
+    kept = rt.kept_bytes
+    rt.set([])
+    assert calls.seen == [kept] and rt.pool.nbytes == 0 and rt.trimmer.pending == 0
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * memory.mmap.PAGESIZE
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
+def test_give_back_drops_just_the_buffers_pages():
+    t = torch.ones(8 << 20)  # 32 MiB
+    before = _rss()
+    n = memory.give_back(t)
+    assert n >= t.nbytes - 2 * memory.mmap.PAGESIZE
+    assert before - _rss() >= n * 0.9  # the resident set shrank by that much
+    page = memory.mmap.PAGESIZE // 4
+    inner = t[page:-page]
+    assert torch.count_nonzero(inner) <= 2 * page  # read back as zeros: fresh pages
+    assert memory.give_back(torch.ones(10)) == 0  # no whole page of its own
+
+
+_HOST = """
+import ctypes, sys, torch
+from lycoris_ext.runtime import memory
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * memory.mmap.PAGESIZE
+# the host's temporaries of one call, freed: its allocator keeps their pages for the next call
+temps = [torch.ones(16 << 20) for _ in range(4)]
+del temps
+pool = memory.Pool()
+pool.put(torch.ones(32 << 20))  # 128 MiB the runtime freed
+before = rss()
+memory.Trimmer(0, pool=pool).freed(0)
+print(memory._malloc_trim().allocator, before - rss())
+"""
+
+
+def test_trimming_under_tcmalloc_leaves_the_hosts_free_pages_resident():
+    import os
+    import subprocess
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    from bench_host import find_tcmalloc
+    lib = find_tcmalloc() if sys.platform.startswith("linux") else None
+    if lib is None:
+        pytest.skip("tcmalloc is not installed")
+    out = subprocess.run([sys.executable, "-c", _HOST], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, LD_PRELOAD=lib)).stdout.split()
+    assert out[0] == "tcmalloc"
+    dropped = int(out[1])
+    # the pooled 128 MiB went back, not the 256 MiB of the host's freed temporaries
+    assert 120 * MB <= dropped <= 160 * MB, dropped
 
 
 class _Lib:
@@ -184,6 +253,9 @@ def test_pool_drops_buffers_unused_for_a_few_changes_and_clear_empties_it():
     assert len(pool) == 0 and pool.nbytes == 0
     pool.put(torch.zeros(16))
     assert pool.clear() == 64 and len(pool) == 0
+    # 64 bytes hold no page of their own: both buffers (dropped, then cleared) were left to the allocator
+    assert pool.take_loose() == 128
+    assert pool.take_loose() == 0
 
 
 def test_originals_are_mapped_and_back_to_none_then_again_reuses_their_buffers(tmp_path):

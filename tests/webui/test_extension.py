@@ -64,11 +64,11 @@ def test_the_trim_delay_follows_its_setting(webui, monkeypatch):
     assert shared.opts.set("lycoris_trim_seconds", -1) is True
     assert rt.trimmer.delay is None  # never: kept for the next networks
     run(w, "a")
-    assert rt.pool.nbytes > 0 and rt.trimmer.pending > 0  # nothing given back
+    assert rt.pool.nbytes > 0 and rt.trimmer.trims == 0  # nothing given back
     assert shared.opts.set("lycoris_trim_seconds", 0) is True
     run(w, "a <lora:style:1>")
     run(w, "a")  # at once
-    assert rt.pool.nbytes == 0 and rt.trimmer.pending == 0
+    assert rt.pool.nbytes == 0 and rt.trimmer.trims == 1
     shared.opts.set("lycoris_trim_seconds", "not a number")
     assert w.ext.trim_delay() == 10.0
 
