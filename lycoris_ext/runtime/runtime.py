@@ -208,7 +208,7 @@ class Runtime:
                 self.forget()
         self.mode = new_mode
         self._done = None
-        want, reports = self._wanted(uses, step, total_steps)
+        want, reports = self.contributions(uses, step, total_steps)
         prev = (self._uses, self._step, self._total)
         self._uses, self._step, self._total = uses, step, total_steps
         try:
@@ -275,7 +275,13 @@ class Runtime:
     close = restore
 
     # ----------------------------------------------------------- internals
-    def _wanted(self, uses, step, total):
+    def contributions(self, uses, step: int | None = None, total: int | None = None):
+        """What ``uses`` ask of each layer, changing nothing: ``(want,
+        reports)``, ``want`` mapping each target id to its contributions in
+        the uses' order (multipliers with part, block and schedule at
+        ``step`` applied; zero ones left out), ``reports`` one
+        :class:`NetworkReport` per use. ``set`` applies exactly this; the
+        tools bake and convert from it."""
         want: dict[tuple, list[Contribution]] = {}
         reports = []
         for use in uses:

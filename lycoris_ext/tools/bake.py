@@ -18,6 +18,7 @@ import time
 import torch
 
 from ..errors import NetworkFileError
+from ..runtime import threads
 from ..runtime.merge import FactorCache, combine
 from .checkpoint import Checkpoint, Layout, SafetensorsWriter, bias_slice, check_output, parse_dtype, target_slice
 from .progress import make
@@ -33,7 +34,17 @@ def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 @torch.no_grad()
 def merge_target(w: torch.Tensor, b: torch.Tensor | None, target, contribs, factors: FactorCache) -> None:
     """Write the networks' change of ``target`` into the parameter ``w`` (and
-    its bias ``b``) in place, with the runtime's steps (``Runtime._merge``)."""
+    its bias ``b``) in place, with the runtime's steps (``Runtime._merge``).
+
+    Like the runtime's merges on a CPU (``threads.each``), each operation
+    runs in this thread alone: a matrix product's bits may depend on how
+    many threads share it (seen on an AMD EPYC with 2 threads: a conv
+    layer's product differed in its last bits)."""
+    with threads.serial(w.device):
+        _merge_target(w, b, target, contribs, factors)
+
+
+def _merge_target(w, b, target, contribs, factors) -> None:
     view = target_slice(w, target)
     bview = bias_slice(b, target)
     orig_w = view.detach().clone()

@@ -157,5 +157,5 @@ def contributions(tree: ModelTree, uses) -> dict[tuple, list[Contribution]]:
     (its multipliers, block weights and ``dyn``), in its order."""
     # The runtime's own computation of the wanted set (no model is touched:
     # the tree may have no modules).
-    want, _ = Runtime(tree)._wanted(tuple(uses), None, None)
+    want, _ = Runtime(tree).contributions(tuple(uses))
     return want

@@ -54,7 +54,7 @@ def _no_layer_work(monkeypatch, rt):
     def boom(*a, **k):
         raise AssertionError("the unchanged path looked at layers")
 
-    monkeypatch.setattr(rt, "_wanted", boom)
+    monkeypatch.setattr(rt, "contributions", boom)
     monkeypatch.setattr(rt, "_sync", boom)
 
 
