@@ -143,7 +143,8 @@ class Runtime:
         #: buffers freed by going back to originals, reused for the next originals
         self.pool = memory.Pool()
         #: gives dropped originals back to the system once no change came for a while
-        self.trimmer = memory.Trimmer(trim_delay, pool=self.pool)
+        self.trimmer = memory.Trimmer(trim_delay, pool=self.pool,
+                                      holds_nothing=lambda: not self._orig_w and not self._orig_b)
         self._step: int | None = None
         self._total: int | None = None
         self.last_report: ApplyReport | None = None

@@ -70,15 +70,19 @@ def test_runtime_hands_freed_originals_to_its_trimmer(tmp_path, monkeypatch):
     rt.trimmer._release = calls
     rt.set([Use(net, 1.0)])
     kept = rt.kept_bytes
-    assert kept > 0
-    rt.set([])
-    assert given == [] and rt.trimmer.pending == 0  # not while switching
-    assert rt.pool.nbytes == kept  # the freed buffers wait for the next originals
+    rt.set([Use(net, 1.0, 0.0)])  # the UNet's layers back to their originals, the text encoder's stay
+    unet = rt.pool.nbytes
+    assert 0 < unet < kept and given == [] and rt.trimmer.pending == 0  # not while switching
     assert _wait(lambda: rt.trimmer.trims == 1)
     assert rt.pool.nbytes == 0 and len(rt.pool) == 0
-    # each buffer gave its own pages back; the allocator's own free pages (the
-    # host's temporaries) were left alone
-    assert sum(given) == kept and calls.seen == []
+    # networks still active: each buffer gave its own pages back, and the
+    # allocator's free pages (the host's temporaries) were left alone
+    assert sum(given) == unet and calls.seen == []
+    rt.set([])
+    assert rt.pool.nbytes == kept - unet  # the freed buffers wait for the next originals
+    assert _wait(lambda: rt.trimmer.trims == 2)
+    # back to no network: the buffers' pages, then the allocator's free pages too
+    assert sum(given) == kept and calls.seen == [kept - unet]
 
 
 def test_where_pages_cannot_be_given_back_the_allocator_releases_them(tmp_path, monkeypatch):
@@ -124,12 +128,16 @@ del temps
 pool = memory.Pool()
 pool.put(torch.ones(32 << 20))  # 128 MiB the runtime freed
 before = rss()
-memory.Trimmer(0, pool=pool).freed(0)
+memory.Trimmer(0, pool=pool).freed(0)  # networks still active
 print(memory._malloc_trim().allocator, before - rss())
+pool.put(torch.ones(8 << 20))  # 32 MiB more, then back to no network
+before = rss()
+memory.Trimmer(0, pool=pool, holds_nothing=lambda: True).freed(0)
+print(before - rss())
 """
 
 
-def test_trimming_under_tcmalloc_leaves_the_hosts_free_pages_resident():
+def test_trimming_under_tcmalloc_leaves_the_hosts_free_pages_until_no_network_is_left():
     import os
     import subprocess
 
@@ -141,9 +149,11 @@ def test_trimming_under_tcmalloc_leaves_the_hosts_free_pages_resident():
     out = subprocess.run([sys.executable, "-c", _HOST], capture_output=True, text=True, check=True,
                          env=dict(os.environ, LD_PRELOAD=lib)).stdout.split()
     assert out[0] == "tcmalloc"
-    dropped = int(out[1])
+    dropped, at_none = int(out[1]), int(out[2])
     # the pooled 128 MiB went back, not the 256 MiB of the host's freed temporaries
     assert 120 * MB <= dropped <= 160 * MB, dropped
+    # back to no network the allocator's free pages went too (the other 128 MiB)
+    assert at_none >= 120 * MB, at_none
 
 
 class _Lib:
