@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import sys
 import threading
@@ -52,10 +53,6 @@ THRESHOLD = 32 << 20
 #: Seconds without a change before freed memory goes back to the system.
 IDLE_DELAY = 10.0
 
-_trim = None
-_loaded = False
-_advise = None
-_advise_loaded = False
 #: ``madvise``'s advice to drop a private mapping's pages (Linux): the next
 #: touch of the range reads zeros from a fresh page.
 MADV_DONTNEED = 4
@@ -89,13 +86,17 @@ def _open(name):
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def _libc():
+    """The C library on Linux (looked up once), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return _open(ctypes.util.find_library("c") or "libc.so.6")
+
+
+@functools.lru_cache(maxsize=None)
 def _malloc_trim():
-    global _trim, _loaded
-    if not _loaded:
-        _loaded = True
-        if sys.platform.startswith("linux"):
-            _trim = _find_release(_open(None), _open(ctypes.util.find_library("c") or "libc.so.6"))
-    return _trim
+    return _find_release(_open(None), _libc()) if sys.platform.startswith("linux") else None
 
 
 def release(freed: int) -> bool:
@@ -110,18 +111,14 @@ def release(freed: int) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def _madvise():
-    global _advise, _advise_loaded
-    if not _advise_loaded:
-        _advise_loaded = True
-        if sys.platform.startswith("linux"):
-            libc = _open(ctypes.util.find_library("c") or "libc.so.6")
-            fn = getattr(libc, "madvise", None) if libc is not None else None
-            if fn is not None:
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                fn.restype = ctypes.c_int
-                _advise = fn
-    return _advise
+    libc = _libc()
+    fn = getattr(libc, "madvise", None) if libc is not None else None
+    if fn is not None:
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        fn.restype = ctypes.c_int
+    return fn
 
 
 def give_back(t: torch.Tensor) -> int:
