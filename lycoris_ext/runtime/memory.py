@@ -95,8 +95,68 @@ def _libc():
 
 
 @functools.lru_cache(maxsize=None)
+def _process():
+    """The process's global symbols on Linux (tcmalloc's, when it was
+    preloaded), looked up once, else None."""
+    return _open(None) if sys.platform.startswith("linux") else None
+
+
+@functools.lru_cache(maxsize=None)
 def _malloc_trim():
-    return _find_release(_open(None), _libc()) if sys.platform.startswith("linux") else None
+    return _find_release(_process(), _libc()) if sys.platform.startswith("linux") else None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+#: tcmalloc's numeric properties behind :func:`allocator_state`'s fields.
+_TCMALLOC = {"heap": "generic.heap_size", "allocated": "generic.current_allocated_bytes",
+             "unmapped": "tcmalloc.pageheap_unmapped_bytes"}
+
+
+def _read_allocator(process, libc) -> dict | None:
+    get = getattr(process, "MallocExtension_GetNumericProperty", None) if process is not None else None
+    if get is not None:
+        get.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]
+        get.restype = ctypes.c_int
+        got = {}
+        for field, prop in _TCMALLOC.items():
+            v = ctypes.c_size_t(0)
+            if not get(prop.encode(), ctypes.byref(v)):
+                return None
+            got[field] = int(v.value)
+        # free: mapped and not in use (the page heap's free spans and the caches)
+        free = max(0, got["heap"] - got["unmapped"] - got["allocated"])
+        return {"name": "tcmalloc", "heap": got["heap"], "allocated": got["allocated"], "free": free,
+                "unmapped": got["unmapped"]}
+    info = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if info is None:  # not glibc, or older than 2.33
+        return None
+    info.argtypes = []
+    info.restype = _MallInfo2
+    m = info()
+    # large blocks (hblkhd) are mappings of their own, in use until freed;
+    # glibc does not count the pages malloc_trim gave back apart: free includes them
+    return {"name": "glibc", "heap": m.arena + m.hblkhd, "allocated": m.uordblks + m.hblkhd,
+            "free": m.fordblks, "unmapped": None}
+
+
+def allocator_state() -> dict | None:
+    """What the process's allocator reports, in bytes: ``heap`` (what it has
+    taken from the system, given back pages included), ``allocated`` (in use
+    by the program), ``free`` (taken and not in use: what it keeps for the
+    next allocations, the host's temporaries included) and ``unmapped``
+    (given back, still counted in ``heap``; None for glibc, which counts
+    those in ``free``), with its ``name``; None when the allocator says
+    nothing (not Linux, not tcmalloc or glibc 2.33+).
+
+    The process's resident memory minus ``free`` is what it uses: the
+    allocator gives free pages back and takes them again on its own, from
+    one generation to the next, which moves the resident size by as much
+    with or without networks."""
+    return _read_allocator(_process(), _libc())
 
 
 def release(freed: int) -> bool:

@@ -5,8 +5,8 @@
 - ``GET /lycoris/v1/networks/{name}``: the inspect report, with the loaded
   model's resolution report when a model is loaded.
 - ``GET /lycoris/v1/memory``: what the extension holds, in bytes (kept
-  originals, buffers pooled for the next ones, network files) and the layers
-  changed now.
+  originals, buffers pooled for the next ones, network files), the layers
+  changed now, and what the process's allocator reports.
 
 When the built-in Lora extension is enabled too, its two ``/sdapi/v1`` routes
 are replaced by these (same shape), so there is one answer for one folder.

@@ -20,7 +20,7 @@ from ..resolve.family import compatible
 from ..resolve.lbw import PRESETS_FILE, read_presets
 from ..runtime import MODES, NetworkCache, Runtime, Use
 from ..runtime.cache import file_stamp
-from ..runtime.memory import IDLE_DELAY
+from ..runtime.memory import IDLE_DELAY, allocator_state
 from ..summary import top_tags
 from ..tokens import TOKEN_KINDS
 from . import batch, host
@@ -152,7 +152,9 @@ class LycorisExtension:
     def memory(self) -> dict:
         """What the extension holds in memory now, in bytes: the loaded
         model's kept originals, the buffers waiting for the next originals,
-        and the network files (the cache, and networks in use it evicted)."""
+        and the network files (the cache, and networks in use it evicted);
+        beside them what the process's allocator reports (its free pages
+        are the host's, not the extension's: ``runtime.memory.allocator_state``)."""
         rt = self.runtime(create=False)
         networks = {id(n): n for n in self.cache.networks()}
         if rt is not None:
@@ -163,6 +165,7 @@ class LycorisExtension:
             "networks": sum(n.nbytes for n in networks.values()),
             "networks_count": len(networks),
             "layers": rt.layers() if rt is not None else {},
+            "allocator": allocator_state(),
         }
 
     @staticmethod

@@ -294,3 +294,52 @@ def test_originals_are_mapped_and_back_to_none_then_again_reuses_their_buffers(t
         assert torch.equal(weight_view(rt.tree.by_id[tid]), w)
     rt.set([])
     assert same_as(parts, snap) == []
+
+
+# ---------------------------------------------------------------- what the allocator reports
+def test_allocator_state_reads_tcmalloc_properties_else_glibc_mallinfo2():
+    props = {b"generic.heap_size": 1000, b"generic.current_allocated_bytes": 600, b"tcmalloc.pageheap_unmapped_bytes": 100}
+
+    def get(name, out):
+        if name not in props:
+            return 0
+        out._obj.value = props[name]
+        return 1
+
+    state = memory._read_allocator(_Lib(MallocExtension_GetNumericProperty=get), _Lib())
+    assert state == {"name": "tcmalloc", "heap": 1000, "allocated": 600, "free": 300, "unmapped": 100}
+    del props[b"tcmalloc.pageheap_unmapped_bytes"]  # a property this tcmalloc lacks: nothing half-read
+    assert memory._read_allocator(_Lib(MallocExtension_GetNumericProperty=get), _Lib()) is None
+
+    info = memory._MallInfo2(arena=500, hblkhd=200, uordblks=300, fordblks=150)
+    state = memory._read_allocator(_Lib(), _Lib(mallinfo2=lambda: info))
+    assert state == {"name": "glibc", "heap": 700, "allocated": 500, "free": 150, "unmapped": None}
+    assert memory._read_allocator(_Lib(), _Lib()) is None  # musl, or glibc before 2.33
+    assert memory._read_allocator(None, None) is None
+
+
+_STATE = """
+import lycoris_ext.runtime.memory as m
+a = m.allocator_state()
+block = bytearray(64 << 20)  # a large block, in use
+b = m.allocator_state()
+print(a["name"], b["allocated"] - a["allocated"])
+"""
+
+
+def test_allocator_state_counts_a_large_block_in_use_under_each_allocator():
+    import os
+    import subprocess
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux allocators only")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    from bench_host import find_tcmalloc
+    runs = [("glibc", dict(os.environ))]
+    lib = find_tcmalloc()
+    if lib is not None:
+        runs.append(("tcmalloc", dict(os.environ, LD_PRELOAD=lib)))
+    for name, env in runs:
+        out = subprocess.run([sys.executable, "-c", _STATE], capture_output=True, text=True, check=True, env=env).stdout.split()
+        assert out[0] == name
+        assert 64 * MB <= int(out[1]) <= 66 * MB, (name, out)

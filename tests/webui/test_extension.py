@@ -346,6 +346,10 @@ def test_api_memory_reports_what_the_extension_holds(webui):
     back = c.get("/lycoris/v1/memory").json()
     assert back["originals"] == 0 and back["pooled"] == held["originals"]  # waiting for the next originals
     assert back["networks"] == held["networks"]  # the file cache stays
+    alloc = back["allocator"]  # this machine: glibc, or tcmalloc when preloaded
+    if alloc is not None:
+        assert alloc["name"] in ("glibc", "tcmalloc")
+        assert 0 < alloc["allocated"] <= alloc["heap"] and 0 <= alloc["free"] <= alloc["heap"]
 
 
 def test_api_routes_replace_the_builtin(webui):
