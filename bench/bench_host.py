@@ -7,7 +7,11 @@ stands out) whose prompt carries the wanted set as ``<lora:name:mult>``
 tokens. The same scenarios run against the host's own Lora (the built-in,
 this extension disabled) and against this extension, one after the other in
 one run, beside the floor of each scenario measured on the same machine in
-the same run; memory is the server process's (``/proc/<pid>/status``).
+the same run; memory is the server process's (``/proc/<pid>/status``),
+and with this extension also what it uses apart from its allocator's free
+pages (``VmRSS`` minus the ``free`` bytes ``GET /lycoris/v1/memory``
+reports for the allocator), which the allocator gives back and takes again
+on its own from one call to the next.
 
 Scenarios (each a real change of the wanted set unless said; A-D are four
 network files):
@@ -227,14 +231,25 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         own = extension_memory(url)
         if r is not None and own is not None:
             r["extension"] = own
+            alloc = own.get("allocator")
+            if alloc and alloc.get("free") is not None:
+                # what the process uses: its allocator's free pages are the
+                # host's, given back and taken again on its own
+                r["in_use"] = r["VmRSS"] - alloc["free"]
         return r
 
-    for _ in range(3):
+    for _ in range(5):
         call(none, "warm-up")
         readings.append(reading())
-    # the median of three: tcmalloc gives some free pages back now and then,
-    # so one reading may sit up to the host's free space (0.2 GiB) below the rest
-    memory["before any network"] = median_reading(readings)
+    # the median of the last three: tcmalloc gives some free pages back now
+    # and then, so one reading may sit up to the host's free space (0.2 GiB)
+    # below the rest
+    memory["before any network"] = base = median_reading(readings[2:])
+    if base and any("in_use" in r for r in readings if r):
+        # in use: the largest reading (the host's heap touches the pages it
+        # took over its first calls, and a release of free pages leaves it)
+        base["in_use"] = max(r["in_use"] for r in readings if r and "in_use" in r)
+    plain_readings = memory["plain calls (no network), during the rounds"] = []
     cold = {"first apply after start": call(sA, "cold")[0] or float("nan")}
     cold["first A -> A,B,C,D (B, C, D read)"] = call(sABCD, "cold")[0] or float("nan")
     memory["A,B,C,D active (first time)"] = reading()
@@ -262,6 +277,7 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
 
     for _ in range(repeats):
         add(T0, none)
+        plain_readings.append(reading())  # the host's own drift, no network active
         add(ENCODE, none, prompt + " again")
         add(ENCODE_BOTH, none, prompt + " once more", "blurry")
         # back to none right before (a change): the first apply starts from the
@@ -611,7 +627,15 @@ def report(phases: list[dict], floor: dict | None) -> str:
         if not base:
             lines.append(f"  {p['label']}: no /proc figures (give --pid)")
             continue
+        base_use = (mem.get("before any network") or {}).get("in_use")
         for k, v in mem.items():
+            if isinstance(v, list):  # readings after plain calls: the host's own drift
+                got = [r for r in v if r]
+                if got:
+                    lines.append(f"  {p['label']:14} {k}: VmRSS {_span([r['VmRSS'] - base for r in got])}"
+                                 + (f", the host's part of what is in use {_span([_host_part(r, base_use) for r in got])}"
+                                    if base_use and all("in_use" in r for r in got) else ""))
+                continue
             if not v:
                 continue
             grow = v["VmRSS"] - base
@@ -623,6 +647,11 @@ def report(phases: list[dict], floor: dict | None) -> str:
                 mine = f" = {held / touched:.2f}x touched" if touched else ""
                 lines.append(f"  {'':14} {'  the extension holds':32} {held / 2**30:7.2f} GiB{mine}: originals {own['originals'] / 2**30:.2f},"
                              f" pooled {own['pooled'] / 2**30:.2f}, network files {own['networks'] / 2**30:.2f} GiB")
+            if base_use and "in_use" in v and k != "before any network":
+                use = v["in_use"] - base_use
+                ratio = f" = {use / touched:.2f}x touched" if touched else ""
+                lines.append(f"  {'':14} {'  in use (VmRSS - allocator free)':32} +{use / 2**30:5.2f} GiB{ratio}; the host's part"
+                             f" {_host_part(v, base_use) / 2**30:+.2f} GiB")
     lines.append("")
     for p in phases:
         if p.get("allocator"):
@@ -631,6 +660,17 @@ def report(phases: list[dict], floor: dict | None) -> str:
         bad = [k for k, ok in p["checks"].items() if not ok]
         lines.append(f"{p['label']}: pixel checks " + ("all passed" if not bad else "FAILED: " + "; ".join(bad)))
     return "\n".join(lines)
+
+
+def _host_part(r: dict, base_use: int) -> int:
+    """Of what a reading's process uses beyond the baseline, the bytes that
+    are not the extension's (its originals, pooled buffers and files)."""
+    own = r["extension"]
+    return r["in_use"] - base_use - (own["originals"] + own["pooled"] + own["networks"])
+
+
+def _span(values: list) -> str:
+    return f"{min(values) / 2**30:+.2f} to {max(values) / 2**30:+.2f} GiB"
 
 
 def load_avg() -> str:

@@ -93,3 +93,26 @@ def test_the_report_compares_with_the_floor_of_the_same_minutes():
     assert f"{(0.6 - enc) / 0.25:.2f}x" in alone_row  # and over the floor measured alone, beside it
     # without a floor between the calls, the floor alone is the one
     assert bench_host.phase_floor(_phase("extension", change, 0.0), alone) is alone
+
+
+def test_the_report_gives_what_the_process_uses_beside_its_rss():
+    G = 1 << 30
+    alone = {s: 0.25 for s in bench_host.FLOOR_SETS}
+    alone.update(touched_bytes=G, layers=3)
+    own = lambda originals, pooled: {"originals": originals, "pooled": pooled, "networks": G // 10}  # noqa: E731
+    phase = _phase("extension", {}, 0.0)
+    phase["memory"] = {
+        "before any network": {"VmRSS": 5 * G, "VmHWM": 5 * G, "in_use": 4 * G, "extension": own(0, 0)},
+        # the allocator took 0.2 GiB of free pages again: RSS 1.3x, in use 1.1x
+        "A,B,C,D active": {"VmRSS": 6 * G + 3 * G // 10, "VmHWM": 7 * G, "in_use": 5 * G + G // 10, "extension": own(G, 0)},
+        "plain calls (no network), during the rounds": [
+            {"VmRSS": 5 * G + G // 10, "VmHWM": 7 * G, "in_use": 4 * G + G // 10, "extension": own(0, 0)},
+            {"VmRSS": 6 * G + G // 5, "VmHWM": 7 * G, "in_use": 5 * G + G // 10, "extension": own(0, G)},
+        ],
+    }
+    text = bench_host.report([phase], alone)
+    assert "1.30x touched" in text  # the server's RSS, as before
+    use = next(line for line in text.splitlines() if "in use (VmRSS - allocator free)" in line)
+    assert "+ 1.10 GiB = 1.10x touched" in use and "the host's part +0.00 GiB" in use
+    plain = next(line for line in text.splitlines() if "plain calls" in line)
+    assert "VmRSS +0.10 to +1.20 GiB" in plain and "the host's part of what is in use +0.00 to +0.00 GiB" in plain
