@@ -693,7 +693,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-dir", default=None, help="where A-D are (for the floor); default <webui>/models/Lora")
     ap.add_argument("--networks", nargs=4, default=["A", "B", "C", "D"], metavar="NAME")
     ap.add_argument("--token", default="<lora:{name}:{mult}>")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9,
+                    help="rounds; with 5, single figures moved by 0.1-0.3x of their floor from one run to the next")
     ap.add_argument("--idle", type=float, default=12.0, help="seconds to wait before the last memory reading")
     ap.add_argument("--floor-repeats", type=int, default=5)
     ap.add_argument("--floor-python", default=None, help="measure the floor with this Python (needs torch)")
