@@ -32,6 +32,10 @@ no network took 2.2 s with an immediate trim and 0.57 s without. So the
 :class:`Trimmer` waits until no change came for ``delay`` seconds: while
 someone is switching networks the freed buffers are reused, and an idle
 process gives them back.
+
+:func:`allocator_state` reads what the process's allocator holds (for the
+memory route and the host benchmark): the free pages it keeps are the
+host's, and it gives them back and takes them again on its own.
 """
 
 from __future__ import annotations
