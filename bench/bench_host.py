@@ -232,9 +232,11 @@ def measure(url, pid, names, token, repeats, label, steps=1, size=64, seed=1234,
         if r is not None and own is not None:
             r["extension"] = own
             alloc = own.get("allocator")
-            if alloc and alloc.get("free") is not None:
+            if alloc and alloc.get("unmapped") is not None:
                 # what the process uses: its allocator's free pages are the
-                # host's, given back and taken again on its own
+                # host's, given back and taken again on its own (only where
+                # the allocator counts the pages it gave back apart: glibc's
+                # free bytes include those, which are not resident)
                 r["in_use"] = r["VmRSS"] - alloc["free"]
         return r
 
