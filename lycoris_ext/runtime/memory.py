@@ -107,7 +107,7 @@ def _process():
 
 @functools.lru_cache(maxsize=None)
 def _malloc_trim():
-    return _find_release(_process(), _libc()) if sys.platform.startswith("linux") else None
+    return _find_release(_process(), _libc())
 
 
 class _MallInfo2(ctypes.Structure):
@@ -321,12 +321,14 @@ class Pool:
                     del self._free[key]
 
     def clear(self) -> int:
-        """Free every kept buffer, its pages given back; the bytes freed."""
+        """Free every kept buffer, its pages given back first; the bytes whose
+        pages went back (the others are counted in :attr:`loose`)."""
         with self._lock:
+            loose = self.loose
             n = sum(self._let_go(t) for stack in self._free.values() for _, t in stack)
             self.nbytes = 0
             self._free.clear()
-        return n
+            return n - (self.loose - loose)
 
     def take_loose(self) -> int:
         """The bytes freed to the allocator without giving their pages back,
@@ -408,11 +410,8 @@ class Trimmer:
         given = 0
         loose, self._pending = self._pending, 0
         if self.pool is not None:
-            loose += self.pool.take_loose()  # buffers dropped by earlier changes
-            cleared = self.pool.clear()
-            cleared_loose = self.pool.take_loose()
-            loose += cleared_loose
-            given = cleared - cleared_loose
+            given = self.pool.clear()
+            loose += self.pool.take_loose()  # what clear and earlier changes left to the allocator
         if given and self._holds_nothing is not None and self._holds_nothing():
             loose += given
         released = loose >= THRESHOLD and self._release(loose)
